@@ -1,0 +1,155 @@
+"""The Task contract, checked for every registered task (../shared/design.md, "Contracts").
+
+Each task runs at its minimum length and at a moderate one, and in every documented mode
+(CoT, retrieval, variants), so a mode that breaks the contract cannot hide behind the defaults.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sepbench import tasks
+from sepbench.errors import SepbenchError
+
+# Extra configurations beyond the defaults: every mode a task documents.
+MODES: dict[str, list[dict]] = {
+    "string_equality": [{"variant": "one_off"}, {"variant": "copy"}],
+    "dyck": [{"cot": True}, {"num_types": 3, "max_depth": 4}],
+    "is_tree": [{"mode": "cot"}, {"mode": "retrieval"}],
+    "counting": [{"cot": True}],
+    "reversal": [{"cot": True}],
+    "multiplication": [{"cot": True}],
+    "parity": [{"cot": True}],
+    "state_tracking": [{"cot": True}],
+    "associative_recall": [{"num_queries": 4}],
+}
+
+
+def configurations() -> list[tuple[str, dict]]:
+    return [(name, params) for name in tasks.names() for params in [{}, *MODES.get(name, [])]]
+
+
+def config_id(config: tuple[str, dict]) -> str:
+    name, params = config
+    return name + "".join(f"-{k}={v}" for k, v in params.items())
+
+
+CONFIGS = configurations()
+
+
+def lengths_for(task: tasks.Task) -> list[int]:
+    top = task.max_length()
+    moderate = max(task.min_length, 12)
+    if top is not None:
+        moderate = min(moderate, top)
+    return sorted({task.min_length, moderate})
+
+
+def test_twelve_tasks_registered() -> None:
+    expected = {
+        "index_lookup", "associative_recall", "dyck", "string_equality", "disjointness",
+        "nearest_neighbor", "is_tree", "counting", "reversal", "multiplication", "parity",
+        "state_tracking",
+    }
+    assert expected <= set(tasks.names())
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+def test_batch_shapes_and_loss_mask_cover_the_completion(config: tuple[str, dict]) -> None:
+    name, params = config
+    task = tasks.get(name, **params)
+    for length in lengths_for(task):
+        batch = task.sample(np.random.default_rng(1), 16, length)
+        assert batch.tokens.dtype == np.int64 and batch.tokens.shape == batch.loss_mask.shape
+        assert len(batch) == 16 and len(batch.answers) == 16
+        for i in range(len(batch)):
+            start, end = batch.prompt_lengths[i], batch.lengths[i]
+            assert 0 < start < end <= batch.tokens.shape[1]
+            assert not batch.loss_mask[i, :start].any() and not batch.loss_mask[i, end:].any()
+            assert (batch.tokens[i, end:] == 0).all() and (batch.tokens[i, :end] != 0).all()
+            given = ~batch.loss_mask[i, start:end]
+            if task.search_ids is None:
+                assert not given.any()
+            else:  # only the token right after each search-end token is handed in
+                completion = batch.tokens[i, start:end]
+                after_end = np.r_[False, completion[:-1] == task.search_ids[1]]
+                np.testing.assert_array_equal(given, after_end)
+            assert end - start <= task.completion_cap(length)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+def test_check_accepts_stored_and_rejects_corrupted(config: tuple[str, dict]) -> None:
+    name, params = config
+    task = tasks.get(name, **params)
+    rng = np.random.default_rng(2)
+    vocab_size = len(task.vocab)
+    for length in lengths_for(task):
+        batch = task.sample(rng, 24, length)
+        for i in range(len(batch)):
+            prompt, completion = batch.prompt(i), batch.completion(i).copy()
+            assert task.check(prompt, completion), task.vocab.text(completion)
+            trained = np.flatnonzero(batch.loss_mask[i, batch.prompt_lengths[i] : batch.lengths[i]])
+            position = rng.choice(trained)
+            wrong = completion.copy()
+            wrong[position] = (completion[position] + rng.integers(1, vocab_size - 1)) % (
+                vocab_size - 1
+            ) + 1  # any other non-pad token
+            assert wrong[position] != completion[position]
+            assert not task.check(prompt, wrong), task.vocab.text(wrong)
+            assert not task.check(prompt, np.r_[completion, completion[-1:]])
+            assert not task.check(prompt, completion[:-1])
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+def test_check_never_raises_on_junk(config: tuple[str, dict]) -> None:
+    name, params = config
+    task = tasks.get(name, **params)
+    rng = np.random.default_rng(3)
+    batch = task.sample(rng, 4, task.min_length)
+    for i in range(len(batch)):
+        for junk in ([], [0], rng.integers(0, len(task.vocab), size=30).tolist()):
+            assert task.check(batch.prompt(i), junk) in (True, False)
+        assert task.check([], batch.completion(i)) in (True, False)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+def test_seed_determines_the_data(config: tuple[str, dict]) -> None:
+    name, params = config
+    task = tasks.get(name, **params)
+    length = lengths_for(task)[-1]
+
+    def draw(seed: int, train: bool = False) -> tasks.Batch:
+        return task.sample(np.random.default_rng(seed), 32, length, train=train)
+
+    for train in (False, True):
+        first, again, other = draw(5, train), draw(5, train), draw(6, train)
+        np.testing.assert_array_equal(first.tokens, again.tokens)
+        np.testing.assert_array_equal(first.loss_mask, again.loss_mask)
+        assert first.answers == again.answers
+        assert first.tokens.shape != other.tokens.shape or (first.tokens != other.tokens).any()
+
+
+@pytest.mark.parametrize("name", tasks.names())
+def test_bad_parameters_fail_with_one_line(name: str) -> None:
+    with pytest.raises(SepbenchError, match="unknown parameter 'no_such_param'") as error:
+        tasks.get(name, no_such_param=1)
+    assert "\n" not in str(error.value)
+    task = tasks.get(name)
+    with pytest.raises(SepbenchError, match="length") as error:
+        task.sample(np.random.default_rng(0), 2, task.min_length - 1)
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_task_lists_the_known_ones() -> None:
+    with pytest.raises(SepbenchError, match="known: .*index_lookup"):
+        tasks.get("no_such_task")
+
+
+@pytest.mark.parametrize("name", tasks.names())
+def test_task_documents_itself(name: str) -> None:
+    cls = tasks.base.task_class(name)
+    for attribute in ("paper", "summary", "length_meaning"):
+        assert getattr(cls, attribute).strip()
+    assert "§" in cls.paper
+    assert cls.__doc__ and len(cls.__doc__) > 100
