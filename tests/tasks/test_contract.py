@@ -142,7 +142,7 @@ def test_bad_parameters_fail_with_one_line(name: str) -> None:
 
 
 def test_unknown_task_lists_the_known_ones() -> None:
-    with pytest.raises(SepbenchError, match="known: .*index_lookup"):
+    with pytest.raises(SepbenchError, match=r"known: .*index_lookup"):
         tasks.get("no_such_task")
 
 
