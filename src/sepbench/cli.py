@@ -5,6 +5,7 @@ Bad input (a :class:`~sepbench.errors.SepbenchError`) prints one line and exits 
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -15,9 +16,15 @@ import typer
 import yaml
 
 from sepbench import tasks
-from sepbench.errors import SepbenchError
+from sepbench.errors import SepbenchError, check_choice
+from sepbench.store import Store
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
 
 
 def parse_assignments(pairs: list[str] | None, flag: str) -> dict[str, Any]:
@@ -88,21 +95,150 @@ def export(
     typer.echo(f"wrote {len(batch)} examples to {out}")
 
 
+StoreOption = Annotated[
+    Path | None,
+    typer.Option("--store", help="Results store; default $SEPBENCH_STORE or runs/sepbench.sqlite."),
+]
+
+
+def open_store(path: Path | None) -> Store:
+    return Store(path) if path is not None else Store.default()
+
+
+@app.command("models")
+def models_command(
+    width: Annotated[int, typer.Option(help="Model width.")] = 64,
+    layers: Annotated[int, typer.Option(help="Number of layers.")] = 2,
+    length: Annotated[int, typer.Option(help="Sequence length for the state size.")] = 1024,
+    vocab: Annotated[int, typer.Option(help="Vocabulary size.")] = 64,
+) -> None:
+    """List every model with its parameter count and state size at this size."""
+    from sepbench import models
+
+    typer.echo(f"{'model':18s} {'parameters':>12s} {'state size':>12s}  layers")
+    for name in models.names():
+        mixers = ["mamba"] * max(layers - 1, 1) + ["attention"] if name == "hybrid" else None
+        model = models.build(name, vocab, width, None if mixers else layers, mixers=mixers)
+        described = "+".join(mixers) if mixers else f"{layers} x {name}"
+        typer.echo(
+            f"{name:18s} {model.num_parameters():12,d} {model.state_size(length):12,d}  {described}"
+        )
+
+
+@app.command("run")
+def run_command(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a field: key.path=value.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rerun even if the store has this config.")] = False,
+    store: StoreOption = None,
+) -> None:
+    """Train, evaluate and store one experiment; print its summary."""
+    from sepbench.config import load_experiment
+    from sepbench.progress import console_progress
+    from sepbench.runner import run
+
+    experiment = load_experiment(config, set_ or [])
+    with console_progress() as on_progress:
+        result = run(experiment, store=open_store(store), force=force, on_progress=on_progress)
+    typer.echo(format_result(result))
+
+
+def format_result(result: Any) -> str:
+    source = "served from the store" if result.cached else "trained"
+    by_length = result.metrics.get("test_accuracy", {})
+    accuracy = ", ".join(f"{length}: {value:.3f}" for length, value in by_length.items())
+    return (
+        f"run {result.run_id} ({result.status}, {source}) config {result.config_hash}: "
+        f"test accuracy {{{accuracy}}}"
+    )
+
+
+@app.command("runs")
+def runs_command(
+    task: Annotated[str | None, typer.Option(help="Only runs of this task.")] = None,
+    model: Annotated[str | None, typer.Option(help="Only runs of this model.")] = None,
+    status: Annotated[str | None, typer.Option(help="running, done, diverged or failed.")] = None,
+    format_: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    store: StoreOption = None,
+) -> None:
+    """List stored runs."""
+    check_choice("runs", "--format", format_, ("table", "csv", "json"))
+    records = open_store(store).runs(task=task, model=model, status=status)
+    if format_ == "json":
+        typer.echo(json.dumps([r.to_dict() for r in records], indent=2))
+        return
+    rows = [run_row(r) for r in records]
+    if format_ == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(RUN_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    typer.echo(format_table(list(RUN_COLUMNS.values()), [list(row.values()) for row in rows]))
+
+
+def format_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A plain aligned text table (pipes and terminals alike)."""
+    cells = [headers] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+RUN_COLUMNS = {
+    "id": "run", "task": "task", "length": "length", "model": "model", "status": "status",
+    "test_accuracy": "test accuracy", "num_parameters": "params", "state_size": "state",
+    "steps": "steps", "wall_time_s": "wall s", "config_hash": "config",
+}
+
+
+def run_row(record: Any) -> dict[str, Any]:
+    accuracy = record.metrics.get("test_accuracy", {})
+    return {
+        "id": record.id,
+        "task": record.task,
+        "length": record.config["task"]["length"],
+        "model": record.model,
+        "status": record.status,
+        "test_accuracy": " ".join(f"{k}:{v:.3f}" for k, v in accuracy.items()),
+        "num_parameters": record.num_parameters,
+        "state_size": record.state_size,
+        "steps": record.metrics.get("steps_run"),
+        "wall_time_s": None if record.wall_time_s is None else round(record.wall_time_s, 1),
+        "config_hash": record.config_hash,
+    }
+
+
+@app.command()
+def show(run_id: int, store: StoreOption = None) -> None:
+    """Print one stored run in full: config, metrics, provenance, curve."""
+    opened = open_store(store)
+    record = opened.get(run_id)
+    typer.echo(yaml.safe_dump({**record.to_dict(), "curve": opened.curve(run_id)}, sort_keys=False))
+
+
+@app.command()
+def report(
+    store: StoreOption = None,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("reports"),
+    task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
+) -> None:
+    """Write an HTML report with figures (PNG and SVG too) from the stored runs."""
+    from sepbench.report import write_report
+
+    written = write_report(open_store(store), out, task)
+    typer.echo(f"report of {written.runs} runs: {written.html}")
+
+
 def main() -> None:
-    """Console entry point: one-line errors with exit code 2 for bad input."""
+    """Console entry point: bad input prints one line and exits with code 2.
+
+    Usage errors (unknown option, missing argument) are typer's own, also exit code 2.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except SepbenchError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as error:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
