@@ -232,6 +232,60 @@ def report(
     typer.echo(f"report of {written.runs} runs: {written.html}")
 
 
+WorkersOption = Annotated[
+    int | None, typer.Option(help="Worker processes (default: one per core).")
+]
+
+
+@app.command("sweep")
+def sweep_command(
+    spec: Annotated[str, typer.Argument(help="Sweep YAML file, or a preset name.")],
+    workers: WorkersOption = None,
+    smoke: Annotated[bool, typer.Option(help="The spec's tiny version.")] = False,
+    force: Annotated[bool, typer.Option(help="Rerun runs the store already has.")] = False,
+    store: StoreOption = None,
+) -> None:
+    """Run a grid of experiments on a local pool of workers, through the store."""
+    run_sweep(spec, workers=workers, smoke=smoke, force=force, store=store)
+
+
+def run_sweep(
+    spec: str, *, workers: int | None, smoke: bool, force: bool, store: Path | None
+) -> list[Any]:
+    """Run a sweep, printing one line per finished run and the results table."""
+    from sepbench import sweep
+
+    opened = open_store(store)
+    experiments = sweep.expand(sweep.load_spec(spec), smoke=smoke)
+    typer.echo(f"{len(experiments)} runs, store {opened.path}")
+    results = sweep.run_all(
+        experiments,
+        store=opened,
+        workers=workers,
+        force=force,
+        on_result=lambda result: typer.echo(format_result(result)),
+    )
+    rows = [run_row(opened.get(result.run_id)) for result in results]
+    typer.echo(format_table(list(RUN_COLUMNS.values()), [list(row.values()) for row in rows]))
+    return results
+
+
+@app.command()
+def demo(
+    workers: WorkersOption = None,
+    smoke: Annotated[bool, typer.Option(help="Tiny lengths and steps (seconds).")] = False,
+    out: Annotated[Path, typer.Option(help="Report directory.")] = Path("reports/demo"),
+    force: Annotated[bool, typer.Option(help="Retrain even if stored.")] = False,
+    store: StoreOption = None,
+) -> None:
+    """The main job: index lookup, Transformer vs LSTM vs Mamba (papers.md §2), with a report."""
+    from sepbench.report import write_report
+
+    results = run_sweep("demo", workers=workers, smoke=smoke, force=force, store=store)
+    written = write_report(open_store(store), out, run_ids=[r.run_id for r in results])
+    typer.echo(f"report: {written.html} ({len(written.figures)} figure files)")
+
+
 def main() -> None:
     """Console entry point: bad input prints one line and exits with code 2.
 

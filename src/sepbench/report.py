@@ -152,9 +152,17 @@ th { background: #f3f3f3; } img { max-width: 100%; }
 """
 
 
-def write_report(store: Store, out: Path, task: str | None = None) -> Report:
-    """Write ``out/report.html`` (figures embedded) and each figure as PNG and SVG."""
-    records = latest_per_config(store.runs(task=task))
+def write_report(
+    store: Store, out: Path, task: str | None = None, run_ids: list[int] | None = None
+) -> Report:
+    """Write ``out/report.html`` (figures embedded) and each figure as PNG and SVG.
+
+    Reports every finished run of ``task`` (all tasks if None), or only ``run_ids``.
+    """
+    records = store.runs(task=task)
+    if run_ids is not None:
+        records = [r for r in records if r.id in set(run_ids)]
+    records = latest_per_config(records)
     if not records:
         where = f" for task {task!r}" if task else ""
         raise SepbenchError(f"report: no finished runs{where} in {store.path}")
