@@ -1,0 +1,224 @@
+"""Bounded Dyck-(k, m) recognition (Bhattamishra et al. §2, appendix H), with an optional
+stack-contents chain of thought (the "bracket pairing" state trace of Zhang et al. §3)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from sepbench.errors import SepbenchError, check_choice, check_int
+from sepbench.tasks.base import Batch, Task, Vocab, register
+
+BRACKETS = ("(", ")", "[", "]", "{", "}", "<", ">")
+EMPTY, STEP, TRUE, FALSE = "[EMPTY]", "|", "[TRUE]", "[FALSE]"
+
+
+@register
+class Dyck(Task):
+    """Is a string of ``length`` = N brackets in bounded Dyck-(k, m)? Label ``[TRUE]``/``[FALSE]``.
+
+    Bracket types are ``( )``, ``[ ]``, ``{ }``, ``< >`` (the first ``num_types`` = k of them);
+    a string is in Dyck-(k, m) when it is well nested and never deeper than ``max_depth`` = m.
+    Training and test examples both have exactly N brackets (as in the paper); N is even, >= 4.
+
+    Positives follow papers.md §2: at each step, at depth m close the top bracket; on an empty
+    stack open a uniform type; otherwise choose uniformly among the k opens and the matching
+    close. Open choice: the paper runs N - 2 free steps and then closes "what remains open",
+    which reaches length N only if the depth after N - 2 steps is 0 (append a uniform pair) or
+    2. We force a close whenever the depth equals the number of positions left; for m <= 3
+    this binds only in the last two steps and reproduces the paper's distribution exactly,
+    and for m >= 4 it keeps every positive at length N and depth <= m.
+
+    Negatives: a fresh positive corrupted at c ~ U{1..C} distinct positions (C =
+    ``max_corruptions``, default max(1, N // 10), capped at N); each corruption swaps the
+    bracket type (to a uniform other type, same direction) or flips open <-> close, 1/2 each
+    (always a flip when k = 1). A result that is still in Dyck-(k, m) is redrawn from scratch
+    (new positive, new corruptions). Each example is positive with probability 1/2.
+
+    With ``cot``, the completion is, for each input bracket in turn, the stack after reading
+    it (open-bracket tokens bottom to top, or ``[EMPTY]``) followed by ``|``, then the label.
+    For a string that leaves the language at bracket i (a close that does not match the top
+    or meets an empty stack, or an open at depth m), the trace holds the i - 1 steps before it
+    and then ``[FALSE]``; a string that stays well nested but ends unbalanced has all N steps.
+    """
+
+    name = "dyck"
+    paper = "Bhattamishra et al. §2"
+    summary = "bounded Dyck-(k, m) membership: a finite-state language hard for one attention layer"
+    length_meaning = "brackets in the input string (even)"
+    min_length = 4
+
+    def __init__(
+        self,
+        *,
+        num_types: int = 2,
+        max_depth: int = 2,
+        max_corruptions: int | None = None,
+        cot: bool = False,
+    ) -> None:
+        self.num_types = check_int(self.name, "num_types", num_types, 1, len(BRACKETS) // 2)
+        self.max_depth = check_int(self.name, "max_depth", max_depth, 1)
+        if max_corruptions is not None:
+            check_int(self.name, "max_corruptions", max_corruptions, 1)
+        self.max_corruptions = max_corruptions
+        self.cot = bool(check_choice(self.name, "cot", cot, (False, True)))
+        self.vocab = Vocab([*BRACKETS[: 2 * self.num_types], EMPTY, STEP, TRUE, FALSE])
+        self.bracket_offset = self.vocab.id(BRACKETS[0])  # bracket index b has id offset + b
+        self.stop_ids = frozenset(self.vocab.ids([TRUE, FALSE]))
+
+    def validate_length(self, length: int) -> int:
+        check_int(self.name, "length", length, self.min_length)
+        if length % 2:
+            raise SepbenchError(f"{self.name}: length must be an even integer >= 4, got {length}")
+        return length
+
+    def completion_cap(self, length: int) -> int:
+        return length * (min(self.max_depth, length) + 1) + 1 if self.cot else 1
+
+    # -- generation (vectorised over the batch; bracket index b = 2 * type + is_close) ----
+
+    def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
+        self.validate_length(length)
+        labels = rng.random(batch_size) < 0.5
+        strings = self._positives(rng, batch_size, length)
+        strings[~labels] = self._negatives(rng, int((~labels).sum()), length)
+        prompts = strings + self.bracket_offset
+        label_ids = np.where(labels, self.vocab.id(TRUE), self.vocab.id(FALSE))
+        answers = [TRUE if label else FALSE for label in labels]
+        if not self.cot:
+            return Batch.from_arrays(prompts, label_ids[:, None], answers)
+        return self._with_trace(prompts, strings, label_ids, answers)
+
+    def _positives(self, rng: np.random.Generator, batch: int, length: int) -> np.ndarray:
+        k, m = self.num_types, self.max_depth
+        rows = np.arange(batch)
+        stack = np.zeros((batch, m + 1), np.int64)
+        depth = np.zeros(batch, np.int64)
+        out = np.empty((batch, length), np.int64)
+        for t in range(length):
+            forced = (depth == m) | (depth == length - t)
+            free_close = (depth > 0) & (rng.integers(0, k + 1, batch) == k)
+            close = forced | free_close
+            opened = rng.integers(0, k, batch)
+            top = stack[rows, np.maximum(depth - 1, 0)]
+            out[:, t] = np.where(close, 2 * top + 1, 2 * opened)
+            stack[rows, depth] = np.where(close, stack[rows, depth], opened)
+            depth += np.where(close, -1, 1)
+        return out
+
+    def _corrupt(
+        self, rng: np.random.Generator, strings: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Corrupt each row at c ~ U{1..C} distinct positions; returns (strings, c)."""
+        batch, length = strings.shape
+        bound = min(self.max_corruptions or max(1, length // 10), length)
+        counts = rng.integers(1, bound + 1, batch)
+        positions = np.argsort(rng.random((batch, length)), axis=1)[:, :bound]
+        chosen = np.zeros((batch, length), bool)
+        np.put_along_axis(chosen, positions, np.arange(bound) < counts[:, None], axis=1)
+        kind, direction = strings // 2, strings % 2
+        if self.num_types > 1:
+            swap = rng.random((batch, length)) < 0.5
+            other = (kind + rng.integers(1, self.num_types, (batch, length))) % self.num_types
+        else:
+            swap, other = np.zeros((batch, length), bool), kind
+        corrupted = np.where(swap, 2 * other + direction, strings ^ 1)
+        return np.where(chosen, corrupted, strings), counts
+
+    def _negatives(self, rng: np.random.Generator, batch: int, length: int) -> np.ndarray:
+        out = np.empty((batch, length), np.int64)
+        todo = np.arange(batch)
+        while len(todo):
+            drawn, _ = self._corrupt(rng, self._positives(rng, len(todo), length))
+            out[todo] = drawn
+            todo = todo[self._run(drawn)[2] == length + 1]
+        return out
+
+    def _run(self, strings: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stacks (B, N, m) and depths (B, N) after each bracket, and the step count (B,).
+
+        The step count is the number of brackets read before the string leaves Dyck-(k, m)
+        (N for a well-nested string that ends unbalanced, N + 1 for a member).
+        """
+        batch, length = strings.shape
+        m, rows = self.max_depth, np.arange(batch)
+        stack = np.zeros((batch, m + 1), np.int64)
+        depth = np.zeros(batch, np.int64)
+        steps = np.full(batch, length + 1, np.int64)
+        stacks = np.zeros((batch, length, m), np.int64)
+        depths = np.zeros((batch, length), np.int64)
+        for t in range(length):
+            kind, close = strings[:, t] // 2, strings[:, t] % 2 == 1
+            top = stack[rows, np.maximum(depth - 1, 0)]
+            bad = np.where(close, (depth == 0) | (top != kind), depth == m)
+            steps = np.where(bad & (steps > length), t, steps)
+            alive = steps > length
+            stack[rows, np.minimum(depth, m)] = np.where(close, stack[rows, depth], kind)
+            depth = np.where(alive, depth + np.where(close, -1, 1), depth)
+            stacks[:, t], depths[:, t] = stack[:, :m], depth
+        steps = np.where((steps > length) & (depth > 0), length, steps)
+        return stacks, depths, steps
+
+    def _with_trace(
+        self, prompts: np.ndarray, strings: np.ndarray, label_ids: np.ndarray, answers: list[str]
+    ) -> Batch:
+        """Lay out the stack trace of :meth:`_run` as right-padded completions."""
+        batch, length = strings.shape
+        stacks, depths, steps = self._run(strings)
+        m = self.max_depth
+        slots = np.concatenate(
+            [
+                stacks * 2 + self.bracket_offset,
+                np.full((batch, length, 1), self.vocab.id(EMPTY)),
+                np.full((batch, length, 1), self.vocab.id(STEP)),
+            ],
+            axis=2,
+        )
+        keep = np.concatenate(
+            [np.arange(m) < depths[..., None], (depths == 0)[..., None], np.ones_like(
+                depths, bool)[..., None]],
+            axis=2,
+        )
+        keep &= (np.arange(length) < np.minimum(steps, length)[:, None])[..., None]
+        keep, slots = keep.reshape(batch, -1), slots.reshape(batch, -1)
+        counts = keep.sum(axis=1)
+        trace = np.zeros((batch, int(counts.max()) + 1), np.int64)
+        rows, cols = np.nonzero(keep)
+        trace[rows, np.cumsum(keep, axis=1)[rows, cols] - 1] = slots[rows, cols]
+        trace[np.arange(batch), counts] = label_ids
+        tokens = np.concatenate([prompts, trace], axis=1)
+        lengths = length + counts + 1
+        columns = np.arange(tokens.shape[1])
+        loss_mask = (columns >= length) & (columns < lengths[:, None])
+        return Batch(tokens, loss_mask, np.full(batch, length, np.int64), lengths, answers)
+
+    # -- independent checker (plain Python over one example) ----------------------------
+
+    def check(self, prompt: Sequence[int], completion: Sequence[int]) -> bool:
+        expected = self._expected_completion([int(t) for t in prompt])
+        return expected is not None and [int(t) for t in completion] == expected
+
+    def _expected_completion(self, prompt: list[int]) -> list[int] | None:
+        """Re-derive the completion with a list stack; None if the prompt is not brackets."""
+        opens = {self.vocab.id(o): i for i, o in enumerate(BRACKETS[0 : 2 * self.num_types : 2])}
+        closes = {self.vocab.id(c): i for i, c in enumerate(BRACKETS[1 : 2 * self.num_types : 2])}
+        if any(t not in opens and t not in closes for t in prompt):
+            return None
+        open_id = {i: t for t, i in opens.items()}
+        stack: list[int] = []
+        trace: list[int] = []
+        member = True
+        for token in prompt:
+            if token in opens and len(stack) < self.max_depth:
+                stack.append(opens[token])
+            elif token in closes and stack and stack[-1] == closes[token]:
+                stack.pop()
+            else:
+                member = False
+                break
+            trace += [open_id[i] for i in stack] or [self.vocab.id(EMPTY)]
+            trace.append(self.vocab.id(STEP))
+        member = member and not stack
+        label = self.vocab.id(TRUE if member else FALSE)
+        return [*trace, label] if self.cot else [label]
