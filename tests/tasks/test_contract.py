@@ -92,7 +92,7 @@ def test_check_accepts_stored_and_rejects_corrupted(config: tuple[str, dict]) ->
             trained = np.flatnonzero(batch.loss_mask[i, batch.prompt_lengths[i] : batch.lengths[i]])
             position = rng.choice(trained)
             wrong = completion.copy()
-            wrong[position] = (completion[position] + rng.integers(1, vocab_size - 1)) % (
+            wrong[position] = (completion[position] - 1 + rng.integers(1, vocab_size - 1)) % (
                 vocab_size - 1
             ) + 1  # any other non-pad token
             assert wrong[position] != completion[position]
