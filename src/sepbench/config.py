@@ -1,0 +1,280 @@
+"""Typed experiment configs: YAML in, a validated and hashed :class:`Experiment` out.
+
+An experiment names a task (papers.md §1-3), a model, how to train it and how to evaluate it::
+
+    task: {name: index_lookup, length: 16, params: {vocab_size: 16}}
+    model: {name: transformer, width: 32, layers: 1}
+    train: {steps: 3000, batch_size: 64, lr: 0.001, seed: 0}
+    eval: {lengths: [16], examples: 500}
+
+Validation builds the task and the model once, so a bad task or model parameter fails when the
+file is loaded, not after training. Every bad key or value raises a one-line
+:class:`~sepbench.errors.SepbenchError` naming the field path (``train.lr``) and what it accepts.
+
+Defaults where the papers leave the choice open (papers.md §1 and §2): AdamW with betas
+(0.9, 0.999) and no weight decay (Wen et al.), linear warm-up then cosine decay to zero, gradient
+clipping at norm 1, fresh batches every step (Bhattamishra et al.), validation every 250 steps
+on 500 examples, evaluation by teacher forcing at the task's own length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sepbench import models, tasks
+from sepbench.errors import SepbenchError
+from sepbench.models.base import MIXERS, SequenceModel, resolve_mixers
+from sepbench.tasks.base import Task, task_class
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskConfig(_Section):
+    """Which task, at which test length, with which generator parameters."""
+
+    name: str
+    length: int = Field(ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelConfig(_Section):
+    """A model of the registry; ``params`` go to ``models.build`` (mixers, heads, mlp, ...)."""
+
+    name: str
+    width: int = Field(ge=1)
+    layers: int | None = Field(default=None, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(_Section):
+    """The training loop (see :func:`sepbench.train.train`).
+
+    ``dataset_size``: None draws fresh batches every step; an int draws a fixed training set of
+    that many examples once and cycles through it in shuffled epochs (Wen et al.'s set-up).
+    ``train_lengths``: ``task`` samples the task's training length distribution (e.g. index
+    lookup's k ~ U{10..N}); ``fixed`` trains at exactly ``task.length``.
+    ``early_stop``: stop once validation accuracy reaches this value (None: never).
+    """
+
+    steps: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    seed: int = Field(default=0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_steps: int = Field(default=0, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    dataset_size: int | None = Field(default=None, ge=1)
+    train_lengths: Literal["task", "fixed"] = "task"
+    early_stop: float | None = Field(default=None, gt=0, le=1)
+    val_interval: int = Field(default=250, ge=1)
+    val_examples: int = Field(default=500, ge=1)
+
+    @model_validator(mode="after")
+    def _betas_in_range(self) -> TrainConfig:
+        if not all(0 <= beta < 1 for beta in self.betas):
+            raise SepbenchError(f"train.betas: each must be in [0, 1), got {list(self.betas)}")
+        return self
+
+
+class EvalConfig(_Section):
+    """Test evaluation: at each of ``lengths`` (default: the task length), ``examples`` each."""
+
+    lengths: list[int] | None = None
+    examples: int = Field(default=1000, ge=1)
+    mode: Literal["teacher_forced", "generate"] = "teacher_forced"
+    batch_size: int = Field(default=256, ge=1)
+
+
+class Experiment(_Section):
+    """One training run, fully specified. Build it with :func:`load_experiment` (YAML) or
+    :func:`experiment_from_dict`; both turn every validation error into one line."""
+
+    task: TaskConfig
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _build_once(self) -> Experiment:
+        task = self.build_task()
+        for length in self.eval.lengths or []:
+            _prefixed("eval.lengths", task.validate_length, length)
+        self.build_model(task)
+        return self
+
+    # -- building ------------------------------------------------------------------------
+
+    @property
+    def eval_lengths(self) -> list[int]:
+        return list(self.eval.lengths or [self.task.length])
+
+    def build_task(self) -> Task:
+        """The task, its parameters and length checked (errors name ``task.*``)."""
+        _prefixed("task.name", task_class, self.task.name)
+        task = _prefixed("task.params", lambda: tasks.get(self.task.name, **self.task.params))
+        _prefixed("task.length", task.validate_length, self.task.length)
+        return task
+
+    def build_model(self, task: Task) -> SequenceModel:
+        """The model for ``task``'s vocabulary (errors name ``model.*``). Seed torch first."""
+        if self.model.name not in models.names():
+            raise SepbenchError(
+                f"model.name: unknown model {self.model.name!r}; "
+                f"known: {', '.join(models.names())}"
+            )
+        config = self.model
+        return _prefixed(
+            "model",
+            lambda: models.build(
+                config.name, len(task.vocab), config.width, config.layers, **config.params
+            ),
+        )
+
+    # -- identity ------------------------------------------------------------------------
+
+    def resolved(self) -> dict[str, Any]:
+        """The config with every default filled in: the task's and the model's parameters,
+        the evaluation lengths. This is what the store records and what the hash covers."""
+        config = self.model_dump(mode="json")
+        config["task"]["params"] = _jsonable(self.build_task().params)
+        config["model"]["params"] = _jsonable(_model_params(self.model))
+        config["eval"]["lengths"] = self.eval_lengths
+        return config
+
+    def config_hash(self) -> str:
+        """sha256 of the canonical JSON of :meth:`resolved`, first 16 hex digits.
+
+        ``name`` is left out: it labels a run and does not change its result.
+        """
+        config = self.resolved()
+        config.pop("name")
+        canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _model_params(config: ModelConfig) -> dict[str, Any]:
+    """``models.build``'s keyword defaults and those of the model's mixers, then the given."""
+    mixers = resolve_mixers(config.name, config.layers, config.params.get("mixers"))
+    defaults = _keyword_defaults(models.build)
+    for mixer in mixers:
+        defaults.update(_keyword_defaults(MIXERS[mixer]))
+    return {**defaults, **config.params}
+
+
+def _keyword_defaults(function: Any) -> dict[str, Any]:
+    return {
+        p.name: p.default
+        for p in inspect.signature(function).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty
+    }
+
+
+def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _prefixed(path: str, function: Any, *args: Any) -> Any:
+    """Call ``function``; a bad-input error it raises is re-raised prefixed with ``path``."""
+    try:
+        return function(*args)
+    except (TypeError, ValueError) as error:
+        raise SepbenchError(f"{path}: {error}") from error
+
+
+# -- loading -------------------------------------------------------------------------------
+
+
+def experiment_from_dict(data: object) -> Experiment:
+    """Validate a plain dict (as parsed from YAML) into an :class:`Experiment`."""
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise SepbenchError(f"experiment: expected a mapping of sections, got a {kind}")
+    try:
+        return Experiment.model_validate(data)
+    except ValidationError as error:
+        raise _one_line(error) from None
+
+
+def load_experiment(path: str | Path, overrides: Iterable[str] = ()) -> Experiment:
+    """Read an experiment YAML file, apply ``key.path=value`` overrides, validate.
+
+    Override values are parsed as YAML scalars (``3e-4`` -> float, ``[16, 32]`` -> list).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SepbenchError(f"experiment: no such file {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        reason = _first_line(error)
+        raise SepbenchError(f"experiment: {path} is not valid YAML ({reason})") from None
+    if not isinstance(data, dict):
+        raise SepbenchError(f"experiment: {path} must hold a mapping of sections")
+    for override in overrides:
+        apply_override(data, override)
+    return experiment_from_dict(data)
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Set ``data["a"]["b"] = value`` for ``override = "a.b=value"``, creating sections."""
+    dotted, sep, text = override.partition("=")
+    keys = dotted.split(".")
+    if not sep or not all(keys):
+        raise SepbenchError(f"--set takes key.path=value, got {override!r}")
+    node = data
+    for depth, key in enumerate(keys[:-1]):
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise SepbenchError(f"--set {dotted}: {'.'.join(keys[: depth + 1])} is not a section")
+    try:
+        node[keys[-1]] = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SepbenchError(f"--set {dotted}: bad value {text!r} ({_first_line(error)})") from None
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0]
+
+
+def _one_line(error: ValidationError) -> SepbenchError:
+    """The first of pydantic's errors as ``field.path: what it accepts; got value``."""
+    first = error.errors()[0]
+    path = ".".join(str(part) for part in first["loc"])
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, SepbenchError):
+        message = str(cause)
+    elif first["type"] == "extra_forbidden":
+        message = f"{path}: unknown field; allowed: {', '.join(_fields_at(first['loc'][:-1]))}"
+    elif first["type"] == "missing":
+        message = f"{path}: required field missing"
+    else:
+        text = first["msg"].replace("Input should be", "must be")
+        message = f"{path}: {text}; got {first['input']!r}"
+    more = error.error_count() - 1
+    return SepbenchError(message + (f" (and {more} more)" if more else ""))
+
+
+def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
+    """Field names of the config section at ``loc`` (``()`` is the Experiment itself)."""
+    section: type[BaseModel] = Experiment
+    for part in loc:
+        annotation = section.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        section = annotation
+    return list(section.model_fields)
