@@ -1,0 +1,345 @@
+"""IsTree (Wen et al. §1): decide whether a graph is a tree, without CoT, with a DFS tour, or
+with a DFS that reads the graph through search calls to an in-context retriever."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from sepbench.errors import check_choice, check_int
+from sepbench.tasks.base import Batch, Task, Vocab, register
+
+BOS, EOS, DASH, TILDE = "[BOS]", "[EOS]", "-", "~"
+TRUE, FALSE = "[TRUE]", "[FALSE]"
+START, END, FAILED = "[STARTSEARCH]", "[ENDSEARCH]", "[FAILED]"
+MODES = ("none", "cot", "retrieval")
+NO_NODE = -1  # stands for [FAILED] where a node is expected (no parent, no next neighbour)
+
+
+@register
+class IsTree(Task):
+    """Is the graph on ``length`` = N nodes (0..N-1) a tree? Label ``[TRUE]``/``[FALSE]``.
+
+    Graphs are the published two-star generator (papers.md §1): a random permutation ``perm``;
+    perm[2..N-1] each join perm[0] or perm[1] (1/2 each); one extra edge joins perm[i] and
+    perm[i+1], i ~ U{2..N-2}. The N - 1 edges form a tree exactly when those two leaves sit in
+    different stars (else: a triangle plus a separate component), so labels are ~50/50.
+    Prompt: ``[BOS] u - v ... [EOS]``, one ``u - v`` (u > v) per edge, edges in random order.
+    Training and test graphs both have exactly N nodes; 4 <= N <= ``max_nodes``.
+
+    ``mode`` picks the completion (all modes share one vocabulary):
+
+    - ``none``: the label.
+    - ``cot``: a DFS (Euler) tour from node 0, then ``[EOS]`` and the label. Neighbours are
+      taken in prompt order; a node is written on entry and after returning from each child;
+      at the first visited neighbour other than the parent (a cycle) the tour stops without
+      writing it. A tree gives 2N - 1 nodes; a forest whose component of 0 is a tree gives
+      that component's tour.
+    - ``retrieval``: the search-call DFS of papers.md §1. Each step, with v on top of the
+      stack, writes ``v`` (the tour node, as in the published generator) then the search calls
+      of §1; ``[FAILED]`` stands for "no parent" and "no next neighbour". Choices the paper
+      leaves open: the skip-the-parent call is made only when v has a parent (at the root the
+      parent is ``[FAILED]``, and a ``[FAILED]`` neighbour means "pop"); node 0, the root, has
+      no parent record, so ``S 0 ~ E`` retrieves ``[FAILED]`` and reaching 0 from a non-parent
+      is a cycle (the published generator does the same). The trace ends after the retrieved
+      token that reveals a cycle, or after the root is popped; then ``[EOS]`` and the label.
+      The token after each ``[ENDSEARCH]`` is retrieved, hence given (not trained).
+    """
+
+    name = "is_tree"
+    paper = "Wen et al. §1"
+    summary = "graph connectivity by DFS: needs in-context retrieval, which CoT alone cannot give"
+    length_meaning = "graph nodes"
+    min_length = 4
+
+    def __init__(self, *, mode: str = "none", max_nodes: int = 64) -> None:
+        self.mode = str(check_choice(self.name, "mode", mode, MODES))
+        self.max_nodes = check_int(self.name, "max_nodes", max_nodes, self.min_length, 256)
+        nodes = [str(i) for i in range(self.max_nodes)]
+        self.vocab = Vocab([BOS, *nodes, DASH, EOS, TRUE, FALSE, START, END, TILDE, FAILED])
+        self.node0 = self.vocab.id("0")  # node k has id node0 + k
+        self.bos, self.eos, self.dash, self.tilde, self.start, self.end, self.failed = (
+            self.vocab.ids([BOS, EOS, DASH, TILDE, START, END, FAILED])
+        )
+        self.true, self.false = self.vocab.ids([TRUE, FALSE])
+        self.stop_ids = frozenset((self.true, self.false))
+        if self.mode == "retrieval":
+            self.search_ids = (self.start, self.end)
+
+    def max_length(self) -> int:
+        return self.max_nodes
+
+    def completion_cap(self, length: int) -> int:
+        """Tour: 2N - 1 nodes; retrieval: at most 2N - 1 steps of at most 26 tokens each."""
+        steps = 2 * length - 1
+        return {"none": 1, "cot": steps + 2, "retrieval": 26 * steps + 2}[self.mode]
+
+    # -- generation ---------------------------------------------------------------------
+
+    def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
+        self.validate_length(length)
+        big, small, trees = self._graphs(rng, batch_size, length)
+        prompts = np.empty((batch_size, 3 * (length - 1) + 2), np.int64)
+        prompts[:, 0], prompts[:, -1] = self.bos, self.eos
+        prompts[:, 1:-1:3], prompts[:, 2:-1:3], prompts[:, 3:-1:3] = (
+            big + self.node0, self.dash, small + self.node0
+        )
+        labels = np.where(trees, self.true, self.false)
+        answers = [TRUE if tree else FALSE for tree in trees]
+        if self.mode == "none":
+            return Batch.from_arrays(prompts, labels[:, None], answers)
+        trace = self._tour if self.mode == "cot" else self._search_trace
+        completions = [
+            [*trace(u, v, length), self.eos, label]
+            for u, v, label in zip(big.tolist(), small.tolist(), labels.tolist())
+        ]
+        given = None
+        if self.mode == "retrieval":
+            given = [np.r_[False, np.asarray(c[:-1]) == self.end] for c in completions]
+        return Batch.from_rows(prompts, completions, answers, given)
+
+    @staticmethod
+    def _graphs(
+        rng: np.random.Generator, batch: int, n: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Edges (u, v), u > v, in prompt order, each (B, N - 1), and the tree flags (B,)."""
+        rows = np.arange(batch)
+        perm = np.argsort(rng.random((batch, n)), axis=1)
+        first_star = rng.random((batch, n - 2)) < 0.5
+        i = rng.integers(2, n - 1, batch)
+        ends_a = np.concatenate([perm[:, 2:], perm[rows, i, None]], axis=1)
+        centres = np.where(first_star, perm[:, :1], perm[:, 1:2])
+        ends_b = np.concatenate([centres, perm[rows, i + 1, None]], axis=1)
+        order = np.argsort(rng.random((batch, n - 1)), axis=1)
+        big = np.take_along_axis(np.maximum(ends_a, ends_b), order, axis=1)
+        small = np.take_along_axis(np.minimum(ends_a, ends_b), order, axis=1)
+        trees = first_star[rows, i - 2] != first_star[rows, i - 1]
+        return big, small, trees
+
+    @staticmethod
+    def _adjacency(big: list[int], small: list[int], n: int) -> list[list[int]]:
+        adjacency: list[list[int]] = [[] for _ in range(n)]
+        for u, v in zip(big, small):
+            adjacency[u].append(v)
+            adjacency[v].append(u)
+        return adjacency
+
+    def _tour(self, big: list[int], small: list[int], n: int) -> list[int]:
+        """Euler tour from node 0 (token ids) with an explicit stack; stops at a cycle."""
+        adjacency = self._adjacency(big, small, n)
+        visited = [False] * n
+        visited[0] = True
+        tour, path, parents, cursor = [0], [0], [NO_NODE], [0]
+        while path:
+            node, k = path[-1], cursor[-1]
+            if k == len(adjacency[node]):
+                path.pop(), parents.pop(), cursor.pop()
+                if path:
+                    tour.append(path[-1])
+                continue
+            cursor[-1] = k + 1
+            child = adjacency[node][k]
+            if child == parents[-1]:
+                continue
+            if visited[child]:
+                break
+            visited[child] = True
+            tour.append(child)
+            path.append(child), parents.append(node), cursor.append(0)
+        return [self.node0 + x for x in tour]
+
+    def _search_trace(self, big: list[int], small: list[int], n: int) -> list[int]:
+        """The retrieval DFS of papers.md §1 (token ids), answering searches from adjacency."""
+        adjacency = self._adjacency(big, small, n)
+        rank = [{w: j for j, w in reversed(list(enumerate(ns)))} for ns in adjacency]
+
+        def after(v: int, w: int) -> int:
+            j = rank[v][w] + 1 if w != NO_NODE else 0
+            return adjacency[v][j] if j < len(adjacency[v]) else NO_NODE
+
+        def tok(x: int) -> int:
+            return self.failed if x == NO_NODE else self.node0 + x
+
+        parent = [NO_NODE] * n
+        seen = [False] * n
+        seen[0] = True
+        out: list[int] = []
+        stack, prev = [0], NO_NODE
+        while stack:
+            v = stack[-1]
+            p = parent[v]
+            out += [tok(v), self.start, tok(v), self.tilde, self.end, tok(p)]
+            if prev == p:
+                query, nx = [tok(v), self.dash], after(v, NO_NODE)
+            else:
+                query, nx = [tok(v), self.dash, tok(prev)], after(v, prev)
+            out += [self.start, *query, self.end, tok(nx)]
+            if nx == p != NO_NODE:
+                nx = after(v, p)
+                out += [self.start, tok(v), self.dash, tok(p), self.end, tok(nx)]
+            if nx == NO_NODE:
+                stack.pop()
+                prev = v
+                continue
+            out += [self.start, tok(nx), self.tilde, self.end, tok(parent[nx])]
+            if seen[nx]:
+                break
+            seen[nx] = True
+            parent[nx] = v
+            out += [tok(nx), self.tilde, tok(v)]
+            stack.append(nx)
+            prev = v
+        return out
+
+    # -- retriever ----------------------------------------------------------------------
+
+    def answer_query(self, context: Sequence[int], query: Sequence[int]) -> list[int]:
+        """Answer ``v ~``, ``v -`` or ``v - w`` over ``context`` (papers.md §1).
+
+        ``v ~``: y of the first record ``v ~ y`` after the prompt (never for the root, node 0).
+        ``v -``: the other end of the first prompt edge containing v. ``v - w``: the other end
+        of the next prompt edge containing v after the first edge {v, w}. The prompt is the
+        context up to its first ``[EOS]``. Anything else, or no match, gives ``[FAILED]``.
+        """
+        failed = [self.failed]
+        ctx = np.asarray([int(t) for t in context], np.int64)
+        q = [int(t) for t in query]
+        if not q or not self._is_node(q[0]):
+            return failed
+        v = q[0]
+        eos = np.flatnonzero(ctx == self.eos)
+        split = int(eos[0]) if len(eos) else len(ctx)
+        if q[1:] == [self.tilde]:
+            records = self._triples(ctx[split:], self.tilde)
+            hits = np.flatnonzero(records[0] == v)
+            return failed if v == self.node0 or not len(hits) else [int(records[1][hits[0]])]
+        a, b = self._triples(ctx[:split], self.dash)
+        incident = np.flatnonzero((a == v) | (b == v))
+        if q[1:] == [self.dash]:
+            start = 0
+        elif len(q) == 3 and q[1] == self.dash and self._is_node(q[2]):
+            w = q[2]
+            edge = np.flatnonzero(((a == v) & (b == w)) | ((a == w) & (b == v)))
+            if not len(edge):
+                return failed
+            start = int(np.searchsorted(incident, edge[0], side="right"))
+        else:
+            return failed
+        if start >= len(incident):
+            return failed
+        j = incident[start]
+        return [int(b[j] if a[j] == v else a[j])]
+
+    def _is_node(self, token: int) -> bool:
+        return self.node0 <= token < self.node0 + self.max_nodes
+
+    def _triples(self, ids: np.ndarray, middle: int) -> tuple[np.ndarray, np.ndarray]:
+        """Left and right ends of every ``node middle node`` window of ``ids``."""
+        if len(ids) < 3:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        left, right = ids[:-2], ids[2:]
+        nodes = (self.node0 <= ids) & (ids < self.node0 + self.max_nodes)
+        hit = np.flatnonzero((ids[1:-1] == middle) & nodes[:-2] & nodes[2:])
+        return left[hit], right[hit]
+
+    # -- independent checker ------------------------------------------------------------
+
+    def check(self, prompt: Sequence[int], completion: Sequence[int]) -> bool:
+        prompt, completion = [int(t) for t in prompt], [int(t) for t in completion]
+        edges = self._parse(prompt)
+        if edges is None:
+            return False
+        label = self.true if self._is_tree(edges) else self.false
+        if self.mode == "none":
+            expected = [label]
+        elif self.mode == "cot":
+            expected = [*self._recursive_tour(edges), self.eos, label]
+        else:
+            expected = [*self._replay(prompt, len(completion)), self.eos, label]
+        return completion == expected
+
+    def _parse(self, prompt: list[int]) -> list[tuple[int, int]] | None:
+        """Edges of a well-formed prompt on nodes 0..len(edges), else None."""
+        body = prompt[1:-1]
+        if len(prompt) < 5 or prompt[0] != self.bos or prompt[-1] != self.eos or len(body) % 3:
+            return None
+        triples = [body[j : j + 3] for j in range(0, len(body), 3)]
+        n = len(triples) + 1
+        for u, dash, v in triples:
+            if dash != self.dash or not (0 <= u - self.node0 < n and 0 <= v - self.node0 < n):
+                return None
+        return [(u - self.node0, v - self.node0) for u, _, v in triples]
+
+    @staticmethod
+    def _is_tree(edges: list[tuple[int, int]]) -> bool:
+        """Union-find: n - 1 edges on n nodes with no cycle."""
+        root = list(range(len(edges) + 1))
+
+        def find(x: int) -> int:
+            while root[x] != x:
+                root[x] = root[root[x]]
+                x = root[x]
+            return x
+
+        for u, v in edges:
+            ru, rv = find(u), find(v)
+            if ru == rv:
+                return False
+            root[ru] = rv
+        return True
+
+    def _recursive_tour(self, edges: list[tuple[int, int]]) -> list[int]:
+        tour: list[int] = []
+        seen = {0}
+
+        def visit(x: int, parent: int) -> bool:
+            """Append x's subtree tour; False once a cycle is met (the tour stops there)."""
+            tour.append(self.node0 + x)
+            for u, v in edges:
+                if x not in (u, v):
+                    continue
+                y = v if u == x else u
+                if y == parent:
+                    continue
+                if y in seen:
+                    return False
+                seen.add(y)
+                if not visit(y, x):
+                    return False
+                tour.append(self.node0 + x)
+            return True
+
+        visit(0, NO_NODE)
+        return tour
+
+    def _replay(self, prompt: list[int], budget: int) -> list[int]:
+        """Re-derive the retrieval trace asking :meth:`answer_query` at every search call.
+
+        The parent comes from the retriever, not a stack: popping v moves to v's retrieved
+        parent. Stops early once longer than ``budget`` (the completion cannot match then).
+        """
+        out: list[int] = []
+
+        def search(query: list[int]) -> int:
+            out.extend([self.start, *query, self.end])
+            out.append(self.answer_query(prompt + out, query)[0])
+            return out[-1]
+
+        node, prev = self.node0, self.failed
+        while len(out) <= budget:
+            out.append(node)
+            parent = search([node, self.tilde])
+            nxt = search([node, self.dash] if prev == parent else [node, self.dash, prev])
+            if nxt == parent != self.failed:
+                nxt = search([node, self.dash, parent])
+            if nxt == self.failed:
+                if parent == self.failed:
+                    break
+                node, prev = parent, node
+                continue
+            if search([nxt, self.tilde]) != self.failed or nxt == self.node0:
+                break
+            out += [nxt, self.tilde, node]
+            node, prev = nxt, node
+        return out
