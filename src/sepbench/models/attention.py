@@ -64,9 +64,7 @@ class Attention(Mixer):
         super().__init__()
         check_int("attention", "heads", heads, 1, width)
         if width % heads:
-            raise SepbenchError(
-                f"attention: heads must divide width={width}, got heads={heads}"
-            )
+            raise SepbenchError(f"attention: heads must divide width={width}, got heads={heads}")
         if rope and (width // heads) % 2:
             raise SepbenchError(
                 f"attention: rope needs an even head size width/heads, got {width // heads}"
