@@ -176,8 +176,11 @@ class Dyck(Task):
             axis=2,
         )
         keep = np.concatenate(
-            [np.arange(m) < depths[..., None], (depths == 0)[..., None], np.ones_like(
-                depths, bool)[..., None]],
+            [
+                np.arange(m) < depths[..., None],
+                (depths == 0)[..., None],
+                np.ones_like(depths, bool)[..., None],
+            ],
             axis=2,
         )
         keep &= (np.arange(length) < np.minimum(steps, length)[:, None])[..., None]

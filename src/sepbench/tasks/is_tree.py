@@ -83,7 +83,9 @@ class IsTree(Task):
         prompts = np.empty((batch_size, 3 * (length - 1) + 2), np.int64)
         prompts[:, 0], prompts[:, -1] = self.bos, self.eos
         prompts[:, 1:-1:3], prompts[:, 2:-1:3], prompts[:, 3:-1:3] = (
-            big + self.node0, self.dash, small + self.node0
+            big + self.node0,
+            self.dash,
+            small + self.node0,
         )
         labels = np.where(trees, self.true, self.false)
         answers = [TRUE if tree else FALSE for tree in trees]
