@@ -1,3 +1,6 @@
 """sepbench: where Transformers and recurrent models separate (../shared/papers.md)."""
 
 __version__ = "0.1.0"
+from sepbench.runner import RunResult, run
+
+__all__ = ["RunResult", "__version__", "run"]
