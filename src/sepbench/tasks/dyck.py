@@ -136,17 +136,17 @@ class Dyck(Task):
         return out
 
     def _run(self, strings: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Stacks (B, N, m) and depths (B, N) after each bracket, and the step count (B,).
+        """Stacks (B, N, min(m, N)) and depths (B, N) after each bracket, and the step count (B,).
 
         The step count is the number of brackets read before the string leaves Dyck-(k, m)
         (N for a well-nested string that ends unbalanced, N + 1 for a member).
         """
         batch, length = strings.shape
-        m, rows = self.max_depth, np.arange(batch)
-        stack = np.zeros((batch, m + 1), np.int64)
+        m, width, rows = self.max_depth, min(self.max_depth, strings.shape[1]), np.arange(batch)
+        stack = np.zeros((batch, width + 1), np.int64)
         depth = np.zeros(batch, np.int64)
         steps = np.full(batch, length + 1, np.int64)
-        stacks = np.zeros((batch, length, m), np.int64)
+        stacks = np.zeros((batch, length, width), np.int64)
         depths = np.zeros((batch, length), np.int64)
         for t in range(length):
             kind, close = strings[:, t] // 2, strings[:, t] % 2 == 1
@@ -154,9 +154,9 @@ class Dyck(Task):
             bad = np.where(close, (depth == 0) | (top != kind), depth == m)
             steps = np.where(bad & (steps > length), t, steps)
             alive = steps > length
-            stack[rows, np.minimum(depth, m)] = np.where(close, stack[rows, depth], kind)
+            stack[rows, np.minimum(depth, width)] = np.where(close, stack[rows, depth], kind)
             depth = np.where(alive, depth + np.where(close, -1, 1), depth)
-            stacks[:, t], depths[:, t] = stack[:, :m], depth
+            stacks[:, t], depths[:, t] = stack[:, :width], depth
         steps = np.where((steps > length) & (depth > 0), length, steps)
         return stacks, depths, steps
 
@@ -166,7 +166,7 @@ class Dyck(Task):
         """Lay out the stack trace of :meth:`_run` as right-padded completions."""
         batch, length = strings.shape
         stacks, depths, steps = self._run(strings)
-        m = self.max_depth
+        width = stacks.shape[2]
         slots = np.concatenate(
             [
                 stacks * 2 + self.bracket_offset,
@@ -177,7 +177,7 @@ class Dyck(Task):
         )
         keep = np.concatenate(
             [
-                np.arange(m) < depths[..., None],
+                np.arange(width) < depths[..., None],
                 (depths == 0)[..., None],
                 np.ones_like(depths, bool)[..., None],
             ],

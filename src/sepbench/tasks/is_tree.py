@@ -26,7 +26,8 @@ class IsTree(Task):
     perm[i+1], i ~ U{2..N-2}. The N - 1 edges form a tree exactly when those two leaves sit in
     different stars (else: a triangle plus a separate component), so labels are ~50/50.
     Prompt: ``[BOS] u - v ... [EOS]``, one ``u - v`` (u > v) per edge, edges in random order.
-    Training and test graphs both have exactly N nodes; 4 <= N <= ``max_nodes``.
+    Training and test graphs both have exactly N nodes; 4 <= N <= ``max_nodes`` (<= 256: the
+    node tokens are ``0`` .. ``max_nodes - 1``, and the checker's DFS recurses once per node).
 
     ``mode`` picks the completion (all modes share one vocabulary):
 
