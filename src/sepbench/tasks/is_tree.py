@@ -133,23 +133,25 @@ class IsTree(Task):
         adjacency = self._adjacency(big, small, n)
         visited = [False] * n
         visited[0] = True
-        tour, path, parents, cursor = [0], [0], [NO_NODE], [0]
-        while path:
-            node, k = path[-1], cursor[-1]
+        tour = [0]
+        frames = [[0, NO_NODE, 0]]  # node, its parent, index of the next neighbour to try
+        while frames:
+            frame = frames[-1]
+            node, parent, k = frame
             if k == len(adjacency[node]):
-                path.pop(), parents.pop(), cursor.pop()
-                if path:
-                    tour.append(path[-1])
+                frames.pop()
+                if frames:
+                    tour.append(frames[-1][0])
                 continue
-            cursor[-1] = k + 1
+            frame[2] = k + 1
             child = adjacency[node][k]
-            if child == parents[-1]:
+            if child == parent:
                 continue
             if visited[child]:
                 break
             visited[child] = True
             tour.append(child)
-            path.append(child), parents.append(node), cursor.append(0)
+            frames.append([child, node, 0])
         return [self.node0 + x for x in tour]
 
     def _search_trace(self, big: list[int], small: list[int], n: int) -> list[int]:
