@@ -93,7 +93,7 @@ class Dyck(Task):
     def _positives(self, rng: np.random.Generator, batch: int, length: int) -> np.ndarray:
         k, m = self.num_types, self.max_depth
         rows = np.arange(batch)
-        stack = np.zeros((batch, m + 1), np.int64)
+        stack = np.zeros((batch, min(m, length) + 1), np.int64)
         depth = np.zeros(batch, np.int64)
         out = np.empty((batch, length), np.int64)
         for t in range(length):
