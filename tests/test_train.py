@@ -1,0 +1,122 @@
+"""The training loop: streams, determinism, divergence, early stopping, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from sepbench import train as train_module
+from sepbench.config import Experiment, experiment_from_dict
+from sepbench.train import (
+    ProgressEvent,
+    TrainResult,
+    _lr_factor,
+    _training_batches,
+    _validation_accuracy,
+    _validation_set,
+    data_streams,
+    seed_everything,
+    train,
+)
+
+
+def experiment(**train_fields: Any) -> Experiment:
+    """A tiny Dyck run: 1-layer LSTM of width 8, 30 steps, validation every 10."""
+    fields = {"steps": 30, "batch_size": 16, "lr": 3e-3, "val_interval": 10, "val_examples": 64}
+    return experiment_from_dict(
+        {
+            "task": {"name": "dyck", "length": 8},
+            "model": {"name": "lstm", "width": 8, "layers": 1},
+            "train": {**fields, **train_fields},
+            "eval": {"examples": 64, "batch_size": 32},
+        }
+    )
+
+
+def fit(config: Experiment, run_dir: Path, **kwargs: Any) -> tuple[TrainResult, torch.nn.Module]:
+    seed_everything(config.train.seed)
+    task = config.build_task()
+    model = config.build_model(task)
+    return train(config, task, model, run_dir=run_dir, **kwargs), model
+
+
+def test_streams_are_disjoint_and_fixed_by_the_seed() -> None:
+    task = experiment().build_task()
+    draws = [task.sample(rng, 32, 8).tokens for rng in data_streams(0)]
+    assert not np.array_equal(draws[1], draws[2])  # validation is not test
+    assert not np.array_equal(draws[0], draws[1])
+    assert np.array_equal(task.sample(data_streams(0).test, 32, 8).tokens, draws[2])
+    assert not np.array_equal(task.sample(data_streams(1).test, 32, 8).tokens, draws[2])
+
+
+def test_same_seed_gives_identical_results(tmp_path: Path) -> None:
+    first, _ = fit(experiment(), tmp_path / "a")
+    second, _ = fit(experiment(), tmp_path / "b")
+    assert first.curve == second.curve
+    assert first.best_val_accuracy == second.best_val_accuracy
+    other, _ = fit(experiment(seed=1), tmp_path / "c")
+    assert other.curve != first.curve
+
+
+def test_progress_checkpoints_and_best_weights_restored(tmp_path: Path) -> None:
+    events: list[ProgressEvent] = []
+    result, model = fit(experiment(steps=60, lr=2e-2), tmp_path, on_progress=events.append)
+    assert result.status == "done" and result.steps_run == 60
+    assert [p["step"] for p in result.curve] == [10, 20, 30, 40, 50, 60]
+    assert [e.step for e in events] == [10, 20, 30, 40, 50, 60]
+    assert all(e.val_accuracy is not None and e.steps == 60 for e in events)
+    assert events[-1].eta_s == 0 and result.tokens_per_s > 0
+    assert result.best_val_accuracy == max(p["val_accuracy"] for p in result.curve)
+    assert result.final_val_accuracy == result.curve[-1]["val_accuracy"]
+    assert {p.name for p in tmp_path.iterdir()} == {"best.pt", "last.pt"}
+    config = experiment()
+    validation = _validation_set(config, config.build_task(), data_streams(0).validation)
+    restored = _validation_accuracy(config, config.build_task(), model, validation)
+    assert restored == result.best_val_accuracy
+    assert torch.load(tmp_path / "best.pt")["val_accuracy"] == result.best_val_accuracy
+
+
+def test_early_stop_at_the_first_validation_reaching_the_threshold(tmp_path: Path) -> None:
+    result, _ = fit(experiment(early_stop=0.01), tmp_path)
+    assert result.steps_to_threshold == 10 and result.steps_run == 10
+    assert len(result.curve) == 1
+
+
+def test_a_nan_loss_stops_the_run_as_diverged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_loss, calls = train_module._loss, []
+
+    def poisoned(*args: Any) -> torch.Tensor:
+        calls.append(1)
+        return real_loss(*args) * (float("nan") if len(calls) >= 15 else 1.0)
+
+    monkeypatch.setattr(train_module, "_loss", poisoned)
+    result, model = fit(experiment(steps=100), tmp_path)
+    assert result.status == "diverged" and result.steps_run == 20 and len(calls) == 20
+    assert np.isnan(result.curve[-1]["loss"]) and result.curve[-1]["val_accuracy"] is None
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # best weights restored
+
+
+def test_fixed_dataset_is_visited_in_shuffled_epochs() -> None:
+    config = experiment(dataset_size=24, batch_size=8)
+    task = config.build_task()
+    batches = _training_batches(config, task, data_streams(0).train)
+    epoch = [next(batches) for _ in range(3)]
+    seen = [tuple(r[:n]) for b in epoch for r, n in zip(b.tokens, b.lengths)]
+    dataset = task.sample(data_streams(0).train, 24, 8, train=True)
+    assert sorted(seen) == sorted(tuple(r[:n]) for r, n in zip(dataset.tokens, dataset.lengths))
+    assert len(set(seen)) > 12  # not one example repeated
+
+
+def test_warmup_then_cosine_to_zero_or_constant() -> None:
+    factor = _lr_factor(experiment(steps=110, warmup_steps=10))
+    assert [factor(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert factor(10) == pytest.approx(1.0) and factor(60) == pytest.approx(0.5)
+    assert factor(110) == pytest.approx(0.0, abs=1e-12)
+    constant = _lr_factor(experiment(steps=110, warmup_steps=10, schedule="constant"))
+    assert constant(100) == 1.0
