@@ -38,7 +38,7 @@ def experiment(**train_fields: Any) -> Experiment:
 
 
 def fit(config: Experiment, run_dir: Path, **kwargs: Any) -> tuple[TrainResult, torch.nn.Module]:
-    seed_everything(config.train.seed)
+    seed_everything(config.train.seed, torch.device("cpu"))
     task = config.build_task()
     model = config.build_model(task)
     return train(config, task, model, run_dir=run_dir, **kwargs), model

@@ -92,7 +92,7 @@ def _execute(
     on_progress: ProgressCallback | None,
 ) -> tuple[str, dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
     """Build, train, evaluate: (status, metrics, info, curve) for the store."""
-    seed_everything(experiment.train.seed)
+    seed_everything(experiment.train.seed, device)
     task = experiment.build_task()
     model = experiment.build_model(task).to(device)
     trained = train(experiment, task, model, run_dir=run_dir, on_progress=on_progress)

@@ -1,0 +1,115 @@
+"""``sepbench.run``: end-to-end learning, the store life cycle, determinism, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import sepbench
+from sepbench import train as train_module
+from sepbench.config import Experiment, experiment_from_dict, load_experiment
+from sepbench.errors import SepbenchError
+from sepbench.runner import resolve_device
+from sepbench.store import Store
+from tests.test_config import EXAMPLE
+
+TINY = {
+    "task": {"name": "dyck", "length": 8},
+    "model": {"name": "lstm", "width": 8, "layers": 1},
+    "train": {"steps": 20, "batch_size": 16, "lr": 3e-3, "val_interval": 10, "val_examples": 64},
+    "eval": {"examples": 64, "lengths": [8, 12]},
+    "device": "cpu",
+}
+
+
+def tiny(**train_fields: Any) -> Experiment:
+    return experiment_from_dict({**TINY, "train": {**TINY["train"], **train_fields}})
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "runs.sqlite")
+
+
+@pytest.mark.slow
+def test_documented_example_solves_index_lookup(tmp_path: Path, store: Store) -> None:
+    """papers.md §2: a one-layer Transformer learns index lookup (here N = 16, |Σ| = 16)."""
+    path = tmp_path / "experiment.yaml"
+    path.write_text(EXAMPLE)
+    result = sepbench.run(load_experiment(path, ["device=cpu"]), store=store)
+    assert result.status == "done"
+    assert result.metrics["test_accuracy"][16] >= 0.99, result.metrics
+
+
+@pytest.mark.slow
+def test_a_narrow_lstm_fails_index_lookup_at_length_64(store: Store) -> None:
+    """papers.md §2: a recurrent state of O(width) cannot hold 64 symbols; width 8 stays low."""
+    experiment = experiment_from_dict(
+        {
+            "task": {"name": "index_lookup", "length": 64, "params": {"vocab_size": 16}},
+            "model": {"name": "lstm", "width": 8, "layers": 1},
+            "train": {"steps": 300, "batch_size": 32, "lr": 3e-3, "val_interval": 100},
+            "eval": {"examples": 500},
+            "device": "cpu",
+        }
+    )
+    result = sepbench.run(experiment, store=store)
+    assert result.metrics["test_accuracy"][64] < 0.5, result.metrics
+
+
+def test_a_finished_run_is_stored_and_served(store: Store) -> None:
+    events: list[Any] = []
+    first = sepbench.run(tiny(), store=store, on_progress=events.append)
+    assert (first.status, first.cached) == ("done", False)
+    assert set(first.metrics["test_accuracy"]) == {8, 12}
+    assert first.metrics["steps_run"] == 20 and events
+    record = store.get(first.run_id)
+    assert record.status == "done" and record.device == "cpu"
+    assert record.num_parameters and record.state_size == 16  # LSTM: hidden + cell
+    assert record.config == tiny().resolved() and record.config_hash == first.config_hash
+    assert [p["step"] for p in store.curve(first.run_id)] == [10, 20]
+    assert (first.run_dir / "best.pt").is_file()
+    again = sepbench.run(tiny(), store=store)
+    assert (again.run_id, again.cached, again.metrics) == (first.run_id, True, first.metrics)
+
+
+def test_identical_runs_give_identical_metrics(store: Store) -> None:
+    first = sepbench.run(tiny(), store=store)
+    second = sepbench.run(tiny(), store=store, force=True)
+    assert second.run_id != first.run_id and not second.cached
+    assert second.metrics == first.metrics
+    assert store.curve(second.run_id) == store.curve(first.run_id)
+
+
+def test_divergence_is_recorded(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_loss = train_module._loss
+    monkeypatch.setattr(train_module, "_loss", lambda *a: real_loss(*a) * float("nan"))
+    result = sepbench.run(tiny(), store=store)
+    assert result.status == "diverged" and "test_accuracy" not in result.metrics
+    assert store.get(result.run_id).status == "diverged"
+    assert store.lookup_done(result.config_hash) is None
+
+
+def test_an_exception_marks_the_run_failed_and_is_raised(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr("sepbench.runner.train", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        sepbench.run(tiny(), store=store)
+    (record,) = store.runs()
+    assert record.status == "failed" and record.error == "RuntimeError: out of memory"
+
+
+def test_device_resolution() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(SepbenchError, match="device: cuda"):
+            resolve_device("cuda")
