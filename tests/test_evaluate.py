@@ -160,10 +160,11 @@ def tiny_model(name: str, vocab_size: int) -> nn.Module:
 # -- generation with carried state ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("stop", [(), ("a1",)], ids=["to-the-cap", "rows-stop-early"])
 @pytest.mark.parametrize("name", models.names())
-def test_carried_state_matches_rerunning_the_prefix(name: str) -> None:
+def test_carried_state_matches_rerunning_the_prefix(name: str, stop: tuple[str, ...]) -> None:
     task = copy.copy(Reverse())
-    task.stop_ids = frozenset(task.vocab.ids(["a0", "a1"]))  # so that some rows stop early
+    task.stop_ids = frozenset(task.vocab.ids(stop))
     batch = task.sample(np.random.default_rng(1), 6, 6, train=True)
     prompts = [batch.prompt(i).tolist() for i in range(len(batch))]
     assert len({len(p) for p in prompts}) > 2
