@@ -63,6 +63,7 @@ def test_overrides_are_yaml_scalars_applied_to_nested_fields(example: Path) -> N
         ("task.length=1", "task.length: index_lookup: length must be"),
         ("eval.lengths=[16, 1]", "eval.lengths: index_lookup: length must be"),
         ("device=tpu", "device: must be 'auto', 'cpu' or 'cuda'"),
+        ("eval.lengths=[16, 3000]", "model.params.max_length: the position table has 2048 rows"),
         ("train.lr.value=1", "--set train.lr.value: train.lr is not a section"),
         ("train.lr", "--set takes key.path=value"),
     ],

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -114,8 +115,24 @@ class Experiment(_Section):
         task = self.build_task()
         for length in self.eval.lengths or []:
             _prefixed("eval.lengths", task.validate_length, length)
-        self.build_model(task)
+        self._check_positions(task, self.build_model(task))
         return self
+
+    def _check_positions(self, task: Task, model: SequenceModel) -> None:
+        """A learned or sinusoidal position table must cover the longest sequence, so that a
+        length-generalisation run fails here rather than after training."""
+        if model.positions is None:
+            return
+        longest = max(self.task.length, *self.eval_lengths)
+        example = task.sample(np.random.default_rng(0), 1, longest)
+        needed = int(example.lengths[0])
+        if self.eval.mode == "generate":
+            needed = int(example.prompt_lengths[0]) + task.completion_cap(longest)
+        if needed > model.max_length:
+            raise SepbenchError(
+                f"model.params.max_length: the position table has {model.max_length} rows but "
+                f"length {longest} needs {needed} tokens; set max_length >= {needed}"
+            )
 
     # -- building ------------------------------------------------------------------------
 
