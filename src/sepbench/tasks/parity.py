@@ -1,0 +1,64 @@
+"""Parity (Zhang et al. §3): the simplest state-tracking task, with a running-parity CoT."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sepbench.tasks.base import Batch, Vocab, register
+from sepbench.tasks.serial import EQUALS, FILL, SerialTask
+
+TRUE, FALSE = "[TRUE]", "[FALSE]"
+
+
+@register
+class Parity(SerialTask):
+    """Is the number of 1s among ``length`` = N bits odd? Label ``[TRUE]`` (odd) / ``[FALSE]``.
+
+    Prompt: ``x_1 .. x_N =`` with bits i.i.d. uniform, so labels are balanced exactly.
+    ``cot``: the running parity p_t = x_1 xor .. xor x_t after every bit (N tokens ``0``/``1``,
+    no separators), then the label. ``filler``: N ``[FILL]`` tokens, then the label.
+    Training lengths ~ U{1..N}, test length N (papers.md §3). Free generation stops at the
+    label.
+    """
+
+    name = "parity"
+    paper = "Zhang et al. §3"
+    summary = "parity of a bit string: a 2-state automaton, serial for fixed-depth attention"
+    length_meaning = "bits in the input string"
+
+    def __init__(self, *, cot: bool = False, filler: bool = False) -> None:
+        self._set_trace(cot, filler)
+        self.vocab = Vocab(["0", "1", EQUALS, FILL, TRUE, FALSE])
+        self.zero, self.one = self.vocab.id("0"), self.vocab.id("1")
+        self.labels = np.array(self.vocab.ids([FALSE, TRUE]), np.int64)
+        self.stop_ids = frozenset(self.labels.tolist())
+
+    def trace_length(self, length: int) -> int:
+        return length
+
+    def answer_length(self, length: int) -> int:
+        return 1
+
+    def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
+        self.validate_length(length)
+        bits = rng.integers(0, 2, (batch_size, length), dtype=np.int64)
+        running = np.bitwise_xor.accumulate(bits, axis=1)
+        odd = running[:, -1]
+        middle = running + self.zero if self.cot else self._fillers(batch_size, length)
+        prompts = np.concatenate(
+            [bits + self.zero, np.full((batch_size, 1), self.vocab.id(EQUALS))], axis=1
+        )
+        completions = np.concatenate([middle, self.labels[odd][:, None]], axis=1)
+        return Batch.from_arrays(prompts, completions, [(FALSE, TRUE)[o] for o in odd])
+
+    def _solve(self, prompt: list[int]) -> tuple[list[int], list[int], int] | None:
+        body = prompt[:-1]
+        if not body or prompt[-1] != self.vocab.id(EQUALS):
+            return None
+        parity, trace = 0, []
+        for token in body:
+            if token not in (self.zero, self.one):
+                return None
+            parity ^= token == self.one
+            trace.append(self.one if parity else self.zero)
+        return trace, [self.vocab.id(TRUE if parity else FALSE)], len(body)

@@ -1,0 +1,111 @@
+"""Shared machinery of the inherently serial tasks (Zhang et al. §3): counting, reversal,
+multiplication, parity and S5 state tracking, each with and without a state-writing CoT.
+
+papers.md §3 leaves the formats to sepbench; the choices common to the five tasks are made
+here, once:
+
+- The prompt is the input followed by ``=`` (the "now answer" marker, so a model reading a
+  prompt of unknown length knows where the input ends).
+- ``cot=True``: the completion first writes the task's running state after every input step
+  (the trace), then the answer. ``filler=True``: the fair control of §3, the trace replaced by
+  ``trace_length(N)`` copies of ``[FILL]`` (exactly the CoT's length wherever that is a
+  function of N; see each task for the exception). ``cot`` and ``filler`` exclude each other.
+- The vocabulary is the same in every mode, so models trained with and without a trace have
+  the same shape and can be compared one to one.
+- Length generalisation (§3, Delétang et al.): training lengths are uniform on
+  {``min_length`` .. N} (:meth:`SerialTask.train_lengths`); test examples have exactly N.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+from sepbench.errors import SepbenchError, check_choice
+from sepbench.tasks.base import Batch, Task
+
+EQUALS, STEP, FILL, EOS = "=", "|", "[FILL]", "[EOS]"
+MAX_SYMBOLS = 1024  # the largest alphabet of papers.md (string equality, §2)
+
+
+def symbols(count: int) -> list[str]:
+    """Alphabet tokens ``s0`` .. ``s{count-1}`` (distinct from the digit tokens)."""
+    return [f"s{i}" for i in range(count)]
+
+
+class SerialTask(Task):
+    """A serial task of Zhang et al. §3 with optional state trace (``cot``) or filler control.
+
+    Subclasses call :meth:`_set_trace` in ``__init__`` and implement :meth:`trace_length`,
+    :meth:`answer_length` and :meth:`_solve` (the independent plain-Python solver behind
+    :meth:`check`).
+    """
+
+    min_length = 1
+    cot: bool
+    filler: bool
+
+    def _set_trace(self, cot: bool, filler: bool) -> None:
+        self.cot = bool(check_choice(self.name, "cot", cot, (False, True)))
+        self.filler = bool(check_choice(self.name, "filler", filler, (False, True)))
+        if self.cot and self.filler:
+            raise SepbenchError(f"{self.name}: cot and filler exclude each other; set at most one")
+
+    @abstractmethod
+    def trace_length(self, length: int) -> int:
+        """Tokens of the filler trace at ``length`` (the CoT's length, or its maximum)."""
+
+    @abstractmethod
+    def answer_length(self, length: int) -> int:
+        """The most answer tokens (after the trace) at ``length``."""
+
+    @abstractmethod
+    def _solve(self, prompt: list[int]) -> tuple[list[int], list[int], int] | None:
+        """(CoT trace ids, answer ids, input length) by plain Python; None for a bad prompt."""
+
+    def train_lengths(self, rng: np.random.Generator, batch_size: int, length: int) -> np.ndarray:
+        """Uniform on {``min_length`` .. ``length``} (the protocol of papers.md §3)."""
+        return rng.integers(self.min_length, length + 1, batch_size, dtype=np.int64)
+
+    def completion_cap(self, length: int) -> int:
+        traced = self.cot or self.filler
+        return (self.trace_length(length) if traced else 0) + self.answer_length(length)
+
+    def check(self, prompt: Sequence[int], completion: Sequence[int]) -> bool:
+        solved = self._solve([int(t) for t in prompt])
+        if solved is None:
+            return False
+        trace, answer, length = solved
+        if self.filler:
+            trace = [self.vocab.id(FILL)] * self.trace_length(length)
+        elif not self.cot:
+            trace = []
+        return [int(t) for t in completion] == trace + answer
+
+    def _fillers(self, batch_size: int, length: int) -> np.ndarray:
+        """The filler block (B, ``trace_length``), or (B, 0) without ``filler``."""
+        width = self.trace_length(length) if self.filler else 0
+        return np.full((batch_size, width), self.vocab.id(FILL), np.int64)
+
+
+def pack(slots: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Left-compact the kept slots of each row: (B, S) -> right-padded (B, max kept), counts."""
+    counts = keep.sum(axis=1)
+    out = np.zeros((len(slots), int(counts.max(initial=0))), np.int64)
+    rows, cols = np.nonzero(keep)
+    out[rows, np.cumsum(keep, axis=1)[rows, cols] - 1] = slots[rows, cols]
+    return out, counts
+
+
+def ragged_batch(
+    prompts: np.ndarray, completions: np.ndarray, counts: np.ndarray, answers: list[str]
+) -> Batch:
+    """Equal-length prompts (B, P) then right-padded completions of ``counts`` tokens."""
+    batch, prompt_len = prompts.shape
+    tokens = np.concatenate([prompts, completions], axis=1)
+    lengths = prompt_len + counts.astype(np.int64)
+    columns = np.arange(tokens.shape[1])
+    loss_mask = (columns >= prompt_len) & (columns < lengths[:, None])
+    return Batch(tokens, loss_mask, np.full(batch, prompt_len, np.int64), lengths, answers)
