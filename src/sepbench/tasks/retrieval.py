@@ -1,0 +1,241 @@
+"""In-context retrieval: index lookup (Bhattamishra et al. §2), associative recall (Wen et al.
+§1, with Zoology's multi-query form) and nearest neighbour (Bhattamishra et al. §2).
+
+Each needs exact access to one earlier token chosen by the query, which a recurrent model with
+o(N) bits of state cannot provide (the INDEX communication bound of papers.md §1 and §2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from sepbench.errors import SepbenchError, check_int
+from sepbench.tasks.base import Batch, Task, Vocab, register
+
+SEP, TRUE, FALSE, PLUS, MINUS = "[SEP]", "[TRUE]", "[FALSE]", "+", "-"
+
+
+def _names(vocab: Vocab) -> np.ndarray:
+    """Token strings indexable by an id array (for building ``answers``)."""
+    return np.array(vocab.tokens, dtype=object)
+
+
+def _distinct(rng: np.random.Generator, batch: int, population: int, count: int) -> np.ndarray:
+    """(batch, count) distinct draws from range(population) per row, in random order."""
+    return np.argsort(rng.random((batch, population)), axis=1)[:, :count]
+
+
+@register
+class IndexLookup(Task):
+    """Index lookup: symbols s_1 .. s_N then a position token p; the answer is s_p.
+
+    Format (papers.md §2, appendix H): ``a<i>`` are the ``vocab_size`` symbols (i.i.d.
+    uniform), ``@<p>`` the position tokens for p in 1 .. ``max_length``; prompt
+    ``s_1 .. s_N @p``, completion the single token s_p. ``length`` = N, the number of symbols.
+    Training lengths are k ~ U{10..N} (U{1..N} when N < 10, a choice the paper leaves open),
+    test length exactly N; p ~ U{1..k} in both. ``max_length`` sizes the position vocabulary
+    and bounds N.
+    """
+
+    name = "index_lookup"
+    paper = "Bhattamishra et al. §2"
+    summary = "return the symbol at a queried position: exact retrieval from the context"
+    length_meaning = "symbols before the position token"
+    min_length = 1
+
+    def __init__(self, *, vocab_size: int = 64, max_length: int = 512) -> None:
+        self.vocab_size = check_int(self.name, "vocab_size", vocab_size, 2)
+        self.positions = check_int(self.name, "max_length", max_length, 1)
+        symbols = [f"a{i}" for i in range(self.vocab_size)]
+        self.vocab = Vocab([*symbols, *(f"@{p}" for p in range(1, self.positions + 1))])
+        self.symbol0, self.position1 = self.vocab.id("a0"), self.vocab.id("@1")
+        self.names = _names(self.vocab)
+
+    def max_length(self) -> int:
+        return self.positions
+
+    def completion_cap(self, length: int) -> int:
+        return 1
+
+    def train_lengths(self, rng: np.random.Generator, batch_size: int, length: int) -> np.ndarray:
+        return rng.integers(min(10, length), length + 1, batch_size)
+
+    def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
+        self.validate_length(length)
+        symbols = rng.integers(0, self.vocab_size, (batch_size, length)) + self.symbol0
+        positions = rng.integers(0, length, batch_size)
+        prompts = np.concatenate([symbols, (positions + self.position1)[:, None]], axis=1)
+        answers = symbols[np.arange(batch_size), positions]
+        return Batch.from_arrays(prompts, answers[:, None], self.names[answers].tolist())
+
+    def check(self, prompt: Sequence[int], completion: Sequence[int]) -> bool:
+        tokens = [int(t) for t in prompt]
+        if len(tokens) < 2 or len(completion) != 1:
+            return False
+        *symbols, query = tokens
+        p = query - self.position1 + 1
+        symbol_ids = range(self.symbol0, self.symbol0 + self.vocab_size)
+        if not 1 <= p <= len(symbols) or any(s not in symbol_ids for s in symbols):
+            return False
+        return int(completion[0]) == symbols[p - 1]
+
+
+@register
+class AssociativeRecall(Task):
+    """Associative recall: key-value pairs, then queried keys; answer each key's value.
+
+    Format (our decision; papers.md §1 states single-query AR, Zoology's MQAR has several
+    queries): ``k1 v1 .. kN vN [SEP] q1 .. qm`` -> ``v(q1) .. v(qm)``. Keys ``k<i>`` are
+    N distinct draws from ``num_keys`` symbols; values ``v<j>`` are i.i.d. uniform over
+    ``num_values`` symbols (a value may repeat); the key and value sets are disjoint. The
+    m = ``num_queries`` queries are distinct keys of the prompt in random order; with m = 1 this
+    is exactly the papers' AR. ``length`` = N, the number of pairs, with m <= N <= ``num_keys``.
+    Training and test both use exactly N pairs (the papers fix no training distribution).
+    """
+
+    name = "associative_recall"
+    paper = "Wen et al. §1"
+    summary = "recall the value bound to each queried key: exact in-context retrieval"
+    length_meaning = "key-value pairs"
+    min_length = 1
+
+    def __init__(self, *, num_queries: int = 1, num_keys: int = 64, num_values: int = 64) -> None:
+        self.num_queries = check_int(self.name, "num_queries", num_queries, 1)
+        self.num_keys = check_int(self.name, "num_keys", num_keys, self.num_queries)
+        self.num_values = check_int(self.name, "num_values", num_values, 2)
+        self.min_length = self.num_queries
+        keys = [f"k{i}" for i in range(self.num_keys)]
+        values = [f"v{i}" for i in range(self.num_values)]
+        self.vocab = Vocab([*keys, *values, SEP])
+        self.key0, self.value0, self.sep = self.vocab.ids(["k0", "v0", SEP])
+        self.names = _names(self.vocab)
+
+    def max_length(self) -> int:
+        return self.num_keys
+
+    def validate_length(self, length: int) -> int:
+        check_int(self.name, "length", length, self.min_length)
+        if length > self.num_keys:
+            raise SepbenchError(
+                f"{self.name}: alphabet too small for the requested length: length {length} "
+                f"needs num_keys >= {length}, got {self.num_keys}"
+            )
+        return length
+
+    def completion_cap(self, length: int) -> int:
+        return self.num_queries
+
+    def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
+        self.validate_length(length)
+        keys = _distinct(rng, batch_size, self.num_keys, length) + self.key0
+        values = rng.integers(0, self.num_values, (batch_size, length)) + self.value0
+        asked = _distinct(rng, batch_size, length, self.num_queries)
+        prompts = np.empty((batch_size, 2 * length + 1 + self.num_queries), np.int64)
+        prompts[:, 0 : 2 * length : 2], prompts[:, 1 : 2 * length : 2] = keys, values
+        prompts[:, 2 * length] = self.sep
+        prompts[:, 2 * length + 1 :] = np.take_along_axis(keys, asked, axis=1)
+        completions = np.take_along_axis(values, asked, axis=1)
+        answers = [" ".join(row) for row in self.names[completions].tolist()]
+        return Batch.from_arrays(prompts, completions, answers)
+
+    def check(self, prompt: Sequence[int], completion: Sequence[int]) -> bool:
+        tokens = [int(t) for t in prompt]
+        if self.sep not in tokens:
+            return False
+        split = tokens.index(self.sep)
+        pairs, queries = tokens[:split], tokens[split + 1 :]
+        if not pairs or len(pairs) % 2 or len(queries) != self.num_queries:
+            return False
+        table: dict[int, int] = {}
+        for key, value in zip(pairs[0::2], pairs[1::2]):
+            is_key = 0 <= key - self.key0 < self.num_keys
+            is_value = 0 <= value - self.value0 < self.num_values
+            if not (is_key and is_value) or key in table:
+                return False
+            table[key] = value
+        if any(q not in table for q in queries):
+            return False
+        return [int(t) for t in completion] == [table[q] for q in queries]
+
+
+@register
+class NearestNeighbor(Task):
+    """Nearest neighbour: labelled ±1 points, then a query point; answer the nearest's label.
+
+    Format (papers.md §2, x_1, y_1, .., x_{k-1}, y_{k-1}, x_k): each point is ``dim`` tokens
+    ``+``/``-`` (one per coordinate, i.i.d. uniform) followed by its label ``[TRUE]``/``[FALSE]``
+    (i.i.d. uniform, so answers are balanced); then the query point's ``dim`` tokens. The
+    completion is the label of the earlier point with the largest inner product with the query.
+    ``length`` = N, the number of labelled points; training and test both use exactly N.
+    Choices the paper leaves open: instances whose maximum is tied are redrawn whole (only the
+    tied rows), so every example has one nearest point; N <= 2**dim, since beyond it the query
+    has more than one exact copy in expectation and ties make rejection sampling stall.
+    """
+
+    name = "nearest_neighbor"
+    paper = "Bhattamishra et al. §2"
+    summary = "copy the label of the most similar earlier point: retrieval by content"
+    length_meaning = "labelled points before the query"
+    min_length = 1
+
+    def __init__(self, *, dim: int = 8) -> None:
+        self.dim = check_int(self.name, "dim", dim, 1)
+        self.vocab = Vocab([PLUS, MINUS, TRUE, FALSE])
+        self.plus, self.minus, self.true, self.false = self.vocab.ids([PLUS, MINUS, TRUE, FALSE])
+
+    def max_length(self) -> int:
+        return 2**self.dim
+
+    def completion_cap(self, length: int) -> int:
+        return 1
+
+    def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
+        self.validate_length(length)
+        points, queries, labels = self._untied(rng, batch_size, length)
+        rows = np.arange(batch_size)
+        nearest = labels[rows, np.argmax(points @ queries[:, :, None], axis=1)[:, 0]]
+        coords = np.where(points > 0, self.plus, self.minus)
+        label_ids = np.where(labels, self.true, self.false)
+        body = np.concatenate([coords, label_ids[:, :, None]], axis=2).reshape(batch_size, -1)
+        prompts = np.concatenate([body, np.where(queries > 0, self.plus, self.minus)], axis=1)
+        completions = np.where(nearest, self.true, self.false)[:, None]
+        return Batch.from_arrays(prompts, completions, np.where(nearest, TRUE, FALSE).tolist())
+
+    def _untied(
+        self, rng: np.random.Generator, batch: int, length: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Points (B, N, dim) and queries (B, dim) in ±1, labels (B, N) bool; no tied maximum."""
+        points = np.empty((batch, length, self.dim), np.int64)
+        queries = np.empty((batch, self.dim), np.int64)
+        labels = rng.random((batch, length)) < 0.5
+        todo = np.arange(batch)
+        while len(todo):
+            points[todo] = 2 * rng.integers(0, 2, (len(todo), length, self.dim)) - 1
+            queries[todo] = 2 * rng.integers(0, 2, (len(todo), self.dim)) - 1
+            scores = (points[todo] @ queries[todo, :, None])[:, :, 0]
+            tied = (scores == scores.max(axis=1, keepdims=True)).sum(axis=1) > 1
+            todo = todo[tied]
+        return points, queries, labels
+
+    def check(self, prompt: Sequence[int], completion: Sequence[int]) -> bool:
+        tokens = [int(t) for t in prompt]
+        d = self.dim
+        if len(tokens) < 2 * d + 1 or (len(tokens) - d) % (d + 1) or len(completion) != 1:
+            return False
+        if any(t not in (self.plus, self.minus) for t in tokens[-d:]):
+            return False
+        query, labels, agreements = tokens[-d:], [], []
+        for start in range(0, len(tokens) - d, d + 1):
+            point, label = tokens[start : start + d], tokens[start + d]
+            if label not in (self.true, self.false) or any(
+                t not in (self.plus, self.minus) for t in point
+            ):
+                return False
+            labels.append(label)
+            agreements.append(sum(a == b for a, b in zip(point, query)))
+        top = max(agreements)
+        if agreements.count(top) != 1:
+            return False
+        return int(completion[0]) == labels[agreements.index(top)]
