@@ -130,46 +130,53 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(experiment))
     clock = _Clock(config.steps)
     result = TrainResult("done", 0, None, None, None)
-    loss_sum, loss_steps = torch.zeros((), device=device), 0
+    losses: list[torch.Tensor] = []
     model.train()
     for step in range(1, config.steps + 1):
         batch = next(batches)
-        with mixed_precision(experiment, device):
-            loss = _loss(model, batch, device)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        losses.append(_optimise(experiment, model, optimizer, batch, device))
         schedule.step()
-        loss_sum += loss.detach()
-        loss_steps += 1
         clock.count(int(batch.lengths.sum()))
         validate = step % config.val_interval == 0 or step == config.steps
         if not (validate or step % LOG_INTERVAL == 0):
             continue
-        mean_loss = float(loss_sum) / loss_steps
-        loss_sum.zero_()
-        loss_steps = 0
+        mean_loss = float(torch.stack(losses).mean())  # the only wait on the device
+        losses.clear()
         result.steps_run = step
+        accuracy = None
         if not math.isfinite(mean_loss):
             result.status = "diverged"
-            result.curve.append({"step": step, "loss": mean_loss, "val_accuracy": None})
-            break
-        accuracy = None
-        if validate:
+        elif validate:
             with clock.paused(), mixed_precision(experiment, device):
                 accuracy = _validation_accuracy(experiment, task, model, validation)
             _record_validation(result, step, accuracy, config.early_stop, model, optimizer, run_dir)
         result.curve.append({"step": step, "loss": mean_loss, "val_accuracy": accuracy})
         if on_progress is not None:
             on_progress(clock.event(step, mean_loss, accuracy))
-        if result.steps_to_threshold is not None:
+        if result.status == "diverged" or result.steps_to_threshold is not None:
             break
     result.tokens_per_s, result.wall_time_s = clock.tokens_per_s(), clock.wall_time_s()
     if (run_dir / "best.pt").is_file():
         model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True)["model"])
     return result
+
+
+def _optimise(
+    experiment: Experiment,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    device: torch.device,
+) -> torch.Tensor:
+    """One update: forward, backward, gradient clipping, AdamW step. Returns the loss."""
+    with mixed_precision(experiment, device):
+        loss = _loss(model, batch, device)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if experiment.train.grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), experiment.train.grad_clip)
+    optimizer.step()
+    return loss.detach()
 
 
 # -- data ----------------------------------------------------------------------------------
