@@ -1,0 +1,121 @@
+"""Counting (Zhang et al. §3): how often a query symbol occurs, with a running-count CoT."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sepbench.errors import check_int
+from sepbench.tasks.base import Batch, Vocab, register
+from sepbench.tasks.serial import (
+    EOS,
+    EQUALS,
+    FILL,
+    MAX_SYMBOLS,
+    STEP,
+    SerialTask,
+    pack,
+    ragged_batch,
+    symbols,
+)
+
+DIGITS = [str(d) for d in range(10)]
+QUERY = ":"
+
+
+def total_width(top: int) -> int:
+    """Sum of the decimal widths of 1 .. ``top``, by runs of equal width."""
+    total, low, width = 0, 1, 1
+    while low <= top:
+        total += width * (min(top, 10 * low - 1) - low + 1)
+        low, width = 10 * low, width + 1
+    return total
+
+
+@register
+class Counting(SerialTask):
+    """How many times does the query symbol occur among ``length`` = N symbols?
+
+    Prompt: ``q : x_1 .. x_N =``, the query q and the x_t i.i.d. uniform over ``vocab_size``
+    symbols ``s0`` .. (so the count is Binomial(N, 1/vocab_size) and can be 0). Answer: the
+    count in decimal digits, most significant first, then ``[EOS]`` (free generation stops
+    there). ``cot``: after every input symbol the running count c_t in decimal and ``|``,
+    then the answer. The CoT's length depends on the counts, so ``filler`` writes its maximum
+    at N (every symbol a match: N separators plus the widths of 1..N), then the answer: a
+    function of N alone, which hides nothing of the count in the number of fillers and gives
+    the control at least as many positions as the CoT. Training lengths ~ U{1..N}, test
+    length N (papers.md §3).
+    """
+
+    name = "counting"
+    paper = "Zhang et al. §3"
+    summary = "count a query symbol's occurrences: an unbounded counter, serial for fixed depth"
+    length_meaning = "symbols in the input sequence"
+
+    def __init__(self, *, vocab_size: int = 4, cot: bool = False, filler: bool = False) -> None:
+        self.vocab_size = check_int(self.name, "vocab_size", vocab_size, 2, MAX_SYMBOLS)
+        self._set_trace(cot, filler)
+        self.vocab = Vocab([*symbols(vocab_size), *DIGITS, QUERY, EQUALS, STEP, FILL, EOS])
+        self.symbol0, self.digit0 = self.vocab.id("s0"), self.vocab.id("0")
+        self.stop_ids = frozenset({self.vocab.id(EOS)})
+
+    def trace_length(self, length: int) -> int:
+        return length + total_width(length)
+
+    def answer_length(self, length: int) -> int:
+        return len(str(length)) + 1
+
+    def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
+        self.validate_length(length)
+        query = rng.integers(0, self.vocab_size, (batch_size, 1), dtype=np.int64)
+        inputs = rng.integers(0, self.vocab_size, (batch_size, length), dtype=np.int64)
+        running = np.cumsum(inputs == query, axis=1)
+        count = running[:, -1:]
+        width = len(str(length))
+        column = np.ones((batch_size, 1), np.int64)
+        prompts = np.concatenate(
+            [
+                query + self.symbol0,
+                self.vocab.id(QUERY) * column,
+                inputs + self.symbol0,
+                self.vocab.id(EQUALS) * column,
+            ],
+            axis=1,
+        )
+        if self.cot:
+            trace, trace_keep = self._decimal(running, width, self.vocab.id(STEP))
+        else:
+            trace = self._fillers(batch_size, length)
+            trace_keep = np.ones(trace.shape, bool)
+        answer, answer_keep = self._decimal(count, width, self.vocab.id(EOS))
+        completions, counts = pack(
+            np.concatenate([trace, answer], axis=1),
+            np.concatenate([trace_keep, answer_keep], axis=1),
+        )
+        return ragged_batch(prompts, completions, counts, [" ".join(str(c)) for c in count[:, 0]])
+
+    def _decimal(self, values: np.ndarray, width: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """Slots and keep mask (B, M * (width + 1)): each value right-aligned in ``width``
+        digit slots, most significant first, then the token ``end``; leading zeros dropped."""
+        powers = 10 ** np.arange(width - 1, -1, -1)
+        digits = values[..., None] // powers % 10 + self.digit0
+        keep = values[..., None] >= np.r_[powers[:-1], 0]  # no leading zeros; 0 is "0"
+        slots = np.concatenate([digits, np.full((*values.shape, 1), end)], axis=2)
+        keep = np.concatenate([keep, np.ones((*values.shape, 1), bool)], axis=2)
+        return slots.reshape(len(values), -1), keep.reshape(len(values), -1)
+
+    def _solve(self, prompt: list[int]) -> tuple[list[int], list[int], int] | None:
+        alphabet = set(self.vocab.ids(symbols(self.vocab_size)))
+        query, body = prompt[:1], prompt[2:-1]
+        markers = prompt[1:2] + prompt[-1:]
+        if not body or markers != self.vocab.ids([QUERY, EQUALS]):
+            return None
+        if not alphabet.issuperset(query + body):
+            return None
+        count, trace = 0, []
+        for token in body:
+            count += token == query[0]
+            trace += [*self._digits(count), self.vocab.id(STEP)]
+        return trace, [*self._digits(count), self.vocab.id(EOS)], len(body)
+
+    def _digits(self, value: int) -> list[int]:
+        return self.vocab.ids(str(value))
