@@ -60,7 +60,8 @@ class IndexLookup(Task):
         return 1
 
     def train_lengths(self, rng: np.random.Generator, batch_size: int, length: int) -> np.ndarray:
-        return rng.integers(min(10, length), length + 1, batch_size)
+        low = 10 if length >= 10 else self.min_length
+        return rng.integers(low, length + 1, batch_size)
 
     def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         self.validate_length(length)
