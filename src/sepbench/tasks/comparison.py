@@ -63,7 +63,7 @@ class StringEquality(Task):
         labels = [] if self.variant == "copy" else [TRUE, FALSE]
         self.vocab = Vocab([*(f"a{i}" for i in range(self.vocab_size)), SEP, *labels])
         self.symbol0, self.sep = self.vocab.ids(["a0", SEP])
-        self.names = np.array(self.vocab.tokens, dtype=object)
+        self.strings = np.array(self.vocab.tokens, dtype=object)  # id array -> token strings
 
     def validate_length(self, length: int) -> int:
         return _even_length(self, length)
@@ -82,7 +82,7 @@ class StringEquality(Task):
         seps = np.full((batch_size, 1), self.sep)
         if self.variant == "copy":
             copies = first + self.symbol0
-            answers = [" ".join(row) for row in self.names[copies].tolist()]
+            answers = [" ".join(row) for row in self.strings[copies].tolist()]
             return Batch.from_arrays(np.concatenate([copies, seps], axis=1), copies, answers)
         labels = rng.random(batch_size) < 0.5
         second = first.copy()

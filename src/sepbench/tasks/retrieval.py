@@ -17,11 +17,6 @@ from sepbench.tasks.base import Batch, Task, Vocab, register
 SEP, TRUE, FALSE, PLUS, MINUS = "[SEP]", "[TRUE]", "[FALSE]", "+", "-"
 
 
-def _names(vocab: Vocab) -> np.ndarray:
-    """Token strings indexable by an id array (for building ``answers``)."""
-    return np.array(vocab.tokens, dtype=object)
-
-
 def _distinct(rng: np.random.Generator, batch: int, population: int, count: int) -> np.ndarray:
     """(batch, count) distinct draws from range(population) per row, in random order."""
     return np.argsort(rng.random((batch, population)), axis=1)[:, :count]
@@ -51,7 +46,7 @@ class IndexLookup(Task):
         symbols = [f"a{i}" for i in range(self.vocab_size)]
         self.vocab = Vocab([*symbols, *(f"@{p}" for p in range(1, self.positions + 1))])
         self.symbol0, self.position1 = self.vocab.id("a0"), self.vocab.id("@1")
-        self.names = _names(self.vocab)
+        self.strings = np.array(self.vocab.tokens, dtype=object)  # id array -> token strings
 
     def max_length(self) -> int:
         return self.positions
@@ -69,7 +64,7 @@ class IndexLookup(Task):
         positions = rng.integers(0, length, batch_size)
         prompts = np.concatenate([symbols, (positions + self.position1)[:, None]], axis=1)
         answers = symbols[np.arange(batch_size), positions]
-        return Batch.from_arrays(prompts, answers[:, None], self.names[answers].tolist())
+        return Batch.from_arrays(prompts, answers[:, None], self.strings[answers].tolist())
 
     def check(self, prompt: Sequence[int], completion: Sequence[int]) -> bool:
         tokens = [int(t) for t in prompt]
@@ -111,7 +106,7 @@ class AssociativeRecall(Task):
         values = [f"v{i}" for i in range(self.num_values)]
         self.vocab = Vocab([*keys, *values, SEP])
         self.key0, self.value0, self.sep = self.vocab.ids(["k0", "v0", SEP])
-        self.names = _names(self.vocab)
+        self.strings = np.array(self.vocab.tokens, dtype=object)  # id array -> token strings
 
     def max_length(self) -> int:
         return self.num_keys
@@ -138,7 +133,7 @@ class AssociativeRecall(Task):
         prompts[:, 2 * length] = self.sep
         prompts[:, 2 * length + 1 :] = np.take_along_axis(keys, asked, axis=1)
         completions = np.take_along_axis(values, asked, axis=1)
-        answers = [" ".join(row) for row in self.names[completions].tolist()]
+        answers = [" ".join(row) for row in self.strings[completions].tolist()]
         return Batch.from_arrays(prompts, completions, answers)
 
     def check(self, prompt: Sequence[int], completion: Sequence[int]) -> bool:
