@@ -292,3 +292,19 @@ def test_check_rejects_malformed_prompts(name: str) -> None:
     assert not task.check(prompt[:-1], completion)  # no "=" marker
     assert not task.check(np.r_[prompt[:-1], prompt[-1:], prompt[-1:]], completion)
     assert not task.check([10**9, -1, *prompt.tolist()], completion)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=["plain", "cot", "filler"])
+@pytest.mark.parametrize("name", SERIAL)
+def test_training_batches_hold_valid_examples_of_mixed_lengths(name: str, mode: dict) -> None:
+    task = tasks.get(name, **mode)
+    batch = task.sample(np.random.default_rng(8), 48, 9, train=True)
+    assert len(set(batch.prompt_lengths.tolist())) > 3
+    columns = np.arange(batch.tokens.shape[1])
+    trained = (columns >= batch.prompt_lengths[:, None]) & (columns < batch.lengths[:, None])
+    np.testing.assert_array_equal(batch.loss_mask, trained)
+    assert (batch.tokens[~(columns < batch.lengths[:, None])] == 0).all()
+    for i in range(len(batch)):
+        assert task.check(batch.prompt(i), batch.completion(i))
+        answer = ANSWER[name](task.vocab.decode(batch.prompt(i)))
+        assert batch.answers[i] == " ".join(t for t in answer if t != "[EOS]")
