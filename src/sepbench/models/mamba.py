@@ -1,0 +1,194 @@
+"""The Mamba-1 selective state-space mixer (Wen et al.'s and Bhattamishra et al.'s Mamba).
+
+Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (2023), the block
+of their §3.4. Wen et al. (papers.md §1) use it with d_state 16, conv 4, expand 2 and no MLP;
+Bhattamishra et al. (papers.md §2) compare against it. Its state update is linear in the state,
+so by papers.md §3 it is not recurrence-complete.
+
+With ``inner = expand · width``, per token:
+
+    x, z = in_proj(u)                                  (inner each; z is the gate)
+    x = SiLU(causal depthwise conv1d of width conv_width over x)
+    Δ_low, B, C = x_proj(x)                            (dt_rank, d_state, d_state)
+    Δ = softplus(dt_proj(Δ_low))                       (inner, bias inside dt_proj)
+    h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t B_t x_t           (h: inner × d_state, A = -exp(A_log))
+    y_t = (h_t C_t + D ⊙ x_t) ⊙ SiLU(z_t),   output = out_proj(y)
+
+The carried state is ``(conv, h)``: the last ``conv_width - 1`` conv inputs, (batch, inner,
+conv_width - 1), and h, (batch, inner, d_state). A single token uses the recurrence above
+(:func:`selective_step`, the reference); longer chunks use :func:`selective_scan`, a two-level
+chunked scan that never multiplies by anything larger than 1 (see its docstring), so it is
+stable at any length and for any trained Δ and A. Both agree to fp32 round-off.
+
+Init (Gu & Dao's defaults; the papers of papers.md leave it open): A_log = log(1..d_state) for
+every channel (S4D-Real); D = 1; dt_proj.weight ~ U(±dt_rank^-½); dt_proj.bias = softplus⁻¹(Δ₀)
+with Δ₀ log-uniform in [dt_min, dt_max], floored at dt_init_floor; every other weight keeps
+PyTorch's default init. in_proj and out_proj have no bias, the conv has one (Mamba's
+defaults). Mamba's whole-model rescaling of out_proj by 1/√layers is not applied (a mixer does
+not know the depth). Parameter names match Hugging Face's ``MambaMixer``, so state dicts load
+either way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from sepbench.errors import SepbenchError, check_int
+from sepbench.models.base import Mixer, register_mixer
+
+MambaState = tuple[Tensor, Tensor]
+
+
+def selective_step(
+    x: Tensor, dt: Tensor, a: Tensor, b: Tensor, c: Tensor, h: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """The exact recurrence for one token: x, dt (batch, inner); b, c (batch, d_state).
+
+    Returns ``(C_t · h_t, h_t)`` with h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t (h_{-1} = 0).
+    """
+    h_new = (dt * x)[..., None] * b[:, None, :]
+    if h is not None:
+        h_new = h_new + torch.exp(dt[..., None] * a) * h
+    return (h_new @ c[..., None]).squeeze(-1), h_new
+
+
+def selective_scan(
+    x: Tensor,
+    dt: Tensor,
+    a: Tensor,
+    b: Tensor,
+    c: Tensor,
+    h: Tensor | None,
+    chunk: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The recurrence of :func:`selective_step` over a chunk, in O(chunk + time/chunk) steps.
+
+    x, dt (batch, time, inner); b, c (batch, time, d_state); a (inner, d_state); h the state
+    before the chunk or None. Returns (C_t · h_t for every t, the last h).
+
+    Time is cut into blocks of ``chunk`` steps (default ⌈√time⌉, which minimises the number of
+    Python-level steps; the end is padded with Δ = 0, which leaves h unchanged):
+
+    1. within every block at once, the state started from zero (``chunk`` vectorised steps
+       over all blocks and channels);
+    2. across blocks, the carried state at each block start (``time/chunk`` steps);
+    3. h_t = local_t + exp(A · Σ_{block start < s ≤ t} Δ_s) ⊙ carried (the decay as a
+       cumulative sum in log space, exponent ≤ 0), and y_t = h_t C_t as one batched matmul.
+
+    Every factor is a decay in (0, 1], so nothing overflows, whatever Δ and A training reaches.
+    """
+    batch, time, inner = x.shape
+    chunk = chunk or math.isqrt(time - 1) + 1
+    blocks = -(-time // chunk)
+    pad = blocks * chunk - time
+
+    def blocked(t: Tensor) -> Tensor:
+        """(batch, time, k) -> (chunk, batch, blocks, k), zero-padded at the end."""
+        t = F.pad(t, (0, 0, 0, pad)).view(batch, blocks, chunk, -1)
+        return t.permute(2, 0, 1, 3)
+
+    dt_blocked = blocked(dt)
+    b_blocked, c_blocked = blocked(b), blocked(c)
+    decay = torch.exp(dt_blocked[..., None] * a)
+    increment = blocked(dt * x)[..., None] * b_blocked[..., None, :]
+    local = [increment[0]]
+    for t in range(1, chunk):
+        local.append(torch.addcmul(increment[t], decay[t], local[-1]))
+    states = torch.stack(local)
+    block_decay = torch.exp(dt_blocked.sum(0)[..., None] * a)
+    carried = [h if h is not None else torch.zeros_like(states[0, :, 0])]
+    for k in range(blocks):
+        carried.append(torch.addcmul(states[-1, :, k], block_decay[:, k], carried[-1]))
+    starts = torch.stack(carried[:-1], dim=1)
+    decay_in = torch.exp(torch.cumsum(dt_blocked, 0)[..., None] * a)
+    states = torch.addcmul(states, decay_in, starts)
+    y = (states @ c_blocked[..., None]).squeeze(-1)
+    y = y.permute(1, 2, 0, 3).reshape(batch, blocks * chunk, inner)
+    return y[:, :time], carried[-1]
+
+
+@register_mixer
+class Mamba(Mixer):
+    """Mamba-1 selective SSM: inner = expand · width channels, each with a d_state state."""
+
+    name = "mamba"
+    default_feedforward = None
+
+    def __init__(
+        self,
+        width: int,
+        *,
+        d_state: int = 16,
+        expand: int = 2,
+        conv_width: int = 4,
+        dt_rank: int | str = "auto",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init_floor: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        check_int("mamba", "d_state", d_state, 1, 1024)
+        check_int("mamba", "expand", expand, 1, 16)
+        check_int("mamba", "conv_width", conv_width, 1, 64)
+        if dt_rank == "auto":
+            dt_rank = math.ceil(width / 16)
+        if isinstance(dt_rank, str):
+            raise SepbenchError(f"mamba: dt_rank must be 'auto' or an int >= 1, got {dt_rank!r}")
+        check_int("mamba", "dt_rank", dt_rank, 1, 65536)
+        if not 0 < dt_min <= dt_max:
+            raise SepbenchError(f"mamba: need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
+        if not 0 <= dt_init_floor <= dt_max:
+            raise SepbenchError(
+                f"mamba: dt_init_floor must be in [0, dt_max={dt_max}], got {dt_init_floor}"
+            )
+        inner = expand * width
+        self.inner, self.d_state, self.dt_rank = inner, d_state, dt_rank
+        self.conv_width = conv_width
+        self.in_proj = nn.Linear(width, 2 * inner, bias=False)
+        self.conv1d = nn.Conv1d(inner, inner, conv_width, groups=inner)
+        self.x_proj = nn.Linear(inner, dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(dt_rank, inner)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1.0, d_state + 1).repeat(inner, 1)))
+        self.D = nn.Parameter(torch.ones(inner))
+        self.out_proj = nn.Linear(inner, width, bias=False)
+        self._init_dt(dt_min, dt_max, dt_init_floor)
+
+    @torch.no_grad()
+    def _init_dt(self, dt_min: float, dt_max: float, floor: float) -> None:
+        """Δ₀ log-uniform in [dt_min, dt_max] (floored), stored as softplus⁻¹ in the bias."""
+        bound = self.dt_rank**-0.5
+        nn.init.uniform_(self.dt_proj.weight, -bound, bound)
+        log_dt = torch.rand(self.inner) * math.log(dt_max / dt_min) + math.log(dt_min)
+        dt = torch.exp(log_dt).clamp(min=floor)
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+    def forward(self, u: Tensor, state: MambaState | None = None) -> tuple[Tensor, MambaState]:
+        conv_state, h = (None, None) if state is None else state
+        x, z = self.in_proj(u).chunk(2, dim=-1)
+        x, conv_state = self._conv(x, conv_state)
+        dt, b, c = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.softplus(self.dt_proj(dt))
+        a = -torch.exp(self.A_log)
+        if u.shape[1] == 1:
+            y, h = selective_step(x[:, 0], dt[:, 0], a, b[:, 0], c[:, 0], h)
+            y = y[:, None]
+        else:
+            y, h = selective_scan(x, dt, a, b, c, h)
+        y = (y + self.D * x) * F.silu(z)
+        return self.out_proj(y), (conv_state, h)
+
+    def _conv(self, x: Tensor, buffer: Tensor | None) -> tuple[Tensor, Tensor]:
+        """SiLU(causal depthwise conv) of x (batch, time, inner), continuing from ``buffer``."""
+        x = x.transpose(1, 2)
+        if buffer is None:
+            buffer = x.new_zeros(x.shape[0], self.inner, self.conv_width - 1)
+        padded = torch.cat((buffer, x), dim=-1)
+        y = F.conv1d(padded, self.conv1d.weight, self.conv1d.bias, groups=self.inner)
+        return F.silu(y).transpose(1, 2), padded[..., padded.shape[-1] - buffer.shape[-1] :]
+
+    def state_size(self, seq_len: int) -> int:
+        return self.inner * (self.d_state + self.conv_width - 1)
