@@ -31,10 +31,13 @@ class Mixer(nn.Module):
 
     ``default_feedforward`` names the feed-forward a block uses with this mixer when the model's
     ``mlp`` option is left at its default (None: no feed-forward, as in Mamba).
+    ``needs_positions``: the mixer has no sense of order of its own (linear attention), so a
+    model with it adds learned absolute positions unless ``positional`` says otherwise.
     """
 
     name: ClassVar[str]
     default_feedforward: ClassVar[str | None] = "mlp"
+    needs_positions: ClassVar[bool] = False
 
     def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         raise NotImplementedError
@@ -267,7 +270,8 @@ def build(
 
     ``mlp``: None uses each mixer's default feed-forward; False none; True the mixer's default
     (``mlp`` where it has none); or a feed-forward name (``mlp``, ``swiglu``, ...).
-    ``positional`` (default ``learned`` when the model has attention, else ``none``).
+    ``positional`` (default ``learned`` when the model has attention or a mixer that
+    ``needs_positions``, else ``none``).
     """
     kinds = resolve_mixers(name, layers, mixers)
     check_int(name, "vocab_size", vocab_size, 2)
@@ -275,13 +279,14 @@ def build(
     check_int(name, "mlp_ratio", mlp_ratio, 1, 64)
     check_int(name, "max_length", max_length, 1)
     check_choice(name, "norm", norm, NORMS)
-    positional = positional or ("learned" if "attention" in kinds else "none")
+    classes = [MIXERS[kind] for kind in kinds]
+    unordered = "attention" in kinds or any(cls.needs_positions for cls in classes)
+    positional = positional or ("learned" if unordered else "none")
     check_choice(name, "positional", positional, POSITIONAL)
     if positional == "rope":
         if "attention" not in kinds:
             raise SepbenchError(f"{name}: positional=rope needs an attention mixer")
         params["rope"] = True
-    classes = [MIXERS[kind] for kind in kinds]
     accepted = set().union(*(mixer_params(cls) for cls in classes))
     for key in params:
         if key not in accepted:
