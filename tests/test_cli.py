@@ -2,21 +2,43 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 
 from sepbench import tasks
+from sepbench.cli import main
 
 
-def sepbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "sepbench", *args], capture_output=True, text=True, cwd=cwd
+def sepbench(*args: str) -> subprocess.CompletedProcess:
+    """Run the CLI in this process (fast), as the console script would."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err), mock.patch.object(
+        sys, "argv", ["sepbench", *args]
+    ):
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def test_the_console_script_exits_with_code_2_on_bad_input() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sepbench", "sample", "no_such_task"],
+        capture_output=True,
+        text=True,
     )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: unknown task 'no_such_task'; known: ")
 
 
 def test_tasks_lists_every_task_with_its_paper() -> None:
@@ -56,7 +78,7 @@ def test_export_writes_jsonl_that_round_trips(tmp_path: Path) -> None:
     [
         (["sample", "no_such_task"], "known: "),
         (["sample", "dyck", "--param", "max_depth=0"], "max_depth"),
-        (["sample", "index_lookup", "--length", "1"], "length"),
+        (["sample", "index_lookup", "--length", "0"], "length"),
         (["sample", "index_lookup", "--param", "colour=red"], "unknown parameter 'colour'"),
         (["sample", "index_lookup", "--param", "novalue"], "key=value"),
         (["runs", "--format", "xml"], "table, csv, json"),
@@ -79,7 +101,7 @@ def test_bad_input_gets_one_line_and_exit_code_2(
 def test_failed_export_keeps_the_existing_file(tmp_path: Path) -> None:
     out = tmp_path / "kept.jsonl"
     out.write_text("precious\n")
-    result = sepbench("export", "index_lookup", "--length", "1", "--out", str(out))
+    result = sepbench("export", "index_lookup", "--length", "0", "--out", str(out))
     assert result.returncode == 2
     assert out.read_text() == "precious\n"
 
