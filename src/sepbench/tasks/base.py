@@ -124,14 +124,19 @@ class Batch:
     @classmethod
     def concat(cls, batches: Sequence[Batch]) -> Batch:
         """Stack batches, right-padding to the longest row."""
+        rows = sum(len(b) for b in batches)
         width = max(b.tokens.shape[1] for b in batches)
-
-        def pad(a: np.ndarray) -> np.ndarray:
-            return np.pad(a, ((0, 0), (0, width - a.shape[1])))
-
+        tokens = np.zeros((rows, width), np.int64)
+        loss_mask = np.zeros((rows, width), bool)
+        start = 0
+        for b in batches:
+            end = start + len(b)
+            tokens[start:end, : b.tokens.shape[1]] = b.tokens
+            loss_mask[start:end, : b.tokens.shape[1]] = b.loss_mask
+            start = end
         return cls(
-            np.concatenate([pad(b.tokens) for b in batches]),
-            np.concatenate([pad(b.loss_mask) for b in batches]),
+            tokens,
+            loss_mask,
             np.concatenate([b.prompt_lengths for b in batches]),
             np.concatenate([b.lengths for b in batches]),
             [a for b in batches for a in b.answers],
@@ -195,22 +200,24 @@ class Task(ABC):
     def validate_length(self, length: int) -> int:
         return check_int(self.name, "length", length, self.min_length, self.max_length())
 
+    def generate_lengths(self, rng: np.random.Generator, lengths: np.ndarray) -> Batch:
+        """Examples of per-example ``lengths``. Default: one :meth:`generate` call per distinct
+        length (ascending); tasks override it with a single vectorised pass where they can."""
+        values, counts = np.unique(lengths, return_counts=True)
+        return Batch.concat([self.generate(rng, int(n), int(k)) for k, n in zip(values, counts)])
+
     def sample(
         self, rng: np.random.Generator, batch_size: int, length: int, *, train: bool = False
     ) -> Batch:
         """A batch at test ``length``; with ``train=True`` lengths follow :meth:`train_lengths`.
 
-        Training examples are generated grouped by length (ascending) so each group is
-        vectorised; the order within a batch carries no information.
+        The order of examples within a batch carries no information.
         """
         self.validate_length(length)
         check_int(self.name, "batch_size", batch_size, 1)
         if not train:
             return self.generate(rng, batch_size, length)
-        lengths, counts = np.unique(self.train_lengths(rng, batch_size, length), return_counts=True)
-        return Batch.concat(
-            [self.generate(rng, int(n), int(k)) for k, n in zip(lengths, counts)]
-        )
+        return self.generate_lengths(rng, self.train_lengths(rng, batch_size, length))
 
     def describe(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in self.params.items())

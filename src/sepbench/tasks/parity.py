@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from sepbench.errors import check_int
 from sepbench.tasks.base import Batch, Vocab, register
 from sepbench.tasks.serial import EQUALS, FILL, SerialTask
 
@@ -42,21 +41,9 @@ class Parity(SerialTask):
 
     def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         self.validate_length(length)
-        return self._build(rng, np.full(batch_size, length, np.int64))
+        return self.generate_lengths(rng, np.full(batch_size, length, np.int64))
 
-    def sample(
-        self, rng: np.random.Generator, batch_size: int, length: int, *, train: bool = False
-    ) -> Batch:
-        """:meth:`Task.sample`, but a training batch of mixed lengths is built in one
-        vectorised pass instead of one :meth:`generate` call per length (the throughput floor
-        of benchmarks/ holds for training batches too)."""
-        if not train:
-            return super().sample(rng, batch_size, length)
-        self.validate_length(length)
-        check_int(self.name, "batch_size", batch_size, 1)
-        return self._build(rng, self.train_lengths(rng, batch_size, length))
-
-    def _build(self, rng: np.random.Generator, lengths: np.ndarray) -> Batch:
+    def generate_lengths(self, rng: np.random.Generator, lengths: np.ndarray) -> Batch:
         """Examples of ``lengths[b]`` bits each, right-padded: ``bits = [trace] label``."""
         batch_size, longest = len(lengths), int(lengths.max())
         rows, size = np.arange(batch_size), lengths[:, None]

@@ -60,11 +60,21 @@ class IndexLookup(Task):
 
     def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         self.validate_length(length)
-        symbols = rng.integers(0, self.vocab_size, (batch_size, length)) + self.symbol0
-        positions = rng.integers(0, length, batch_size)
-        prompts = np.concatenate([symbols, (positions + self.position1)[:, None]], axis=1)
-        answers = symbols[np.arange(batch_size), positions]
-        return Batch.from_arrays(prompts, answers[:, None], self.strings[answers].tolist())
+        return self.generate_lengths(rng, np.full(batch_size, length))
+
+    def generate_lengths(self, rng: np.random.Generator, lengths: np.ndarray) -> Batch:
+        """One vectorised pass for any mix of lengths: ``s_1 .. s_k @p s_p``, right-padded."""
+        batch_size, longest = len(lengths), int(lengths.max())
+        rows, columns = np.arange(batch_size), np.arange(longest + 2)
+        symbols = rng.integers(0, self.vocab_size, (batch_size, longest)) + self.symbol0
+        positions = rng.integers(0, lengths)
+        tokens = np.zeros((batch_size, longest + 2), np.int64)
+        tokens[:, :longest] = np.where(columns[:longest] < lengths[:, None], symbols, 0)
+        answers = symbols[rows, positions]
+        tokens[rows, lengths] = positions + self.position1
+        tokens[rows, lengths + 1] = answers
+        loss_mask = columns == (lengths + 1)[:, None]
+        return Batch(tokens, loss_mask, lengths + 1, lengths + 2, self.strings[answers].tolist())
 
     def check(self, prompt: Sequence[int], completion: Sequence[int]) -> bool:
         tokens = [int(t) for t in prompt]
