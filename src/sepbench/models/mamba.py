@@ -93,16 +93,16 @@ def selective_scan(
 
     dt_blocked = blocked(dt)
     b_blocked, c_blocked = blocked(b), blocked(c)
-    decay = torch.exp(dt_blocked[..., None] * a)
-    increment = blocked(dt * x)[..., None] * b_blocked[..., None, :]
+    decay = torch.exp(dt_blocked[..., None] * a).unbind(0)
+    increment = (blocked(dt * x)[..., None] * b_blocked[..., None, :]).unbind(0)
     local = [increment[0]]
     for t in range(1, chunk):
         local.append(torch.addcmul(increment[t], decay[t], local[-1]))
     states = torch.stack(local)
-    block_decay = torch.exp(dt_blocked.sum(0)[..., None] * a)
-    carried = [h if h is not None else torch.zeros_like(states[0, :, 0])]
-    for k in range(blocks):
-        carried.append(torch.addcmul(states[-1, :, k], block_decay[:, k], carried[-1]))
+    block_decay = torch.exp(dt_blocked.sum(0)[..., None] * a).unbind(1)
+    carried = [h if h is not None else torch.zeros_like(local[0][:, 0])]
+    for k, block_end in enumerate(local[-1].unbind(1)):
+        carried.append(torch.addcmul(block_end, block_decay[k], carried[-1]))
     starts = torch.stack(carried[:-1], dim=1)
     decay_in = torch.exp(torch.cumsum(dt_blocked, 0)[..., None] * a)
     states = torch.addcmul(states, decay_in, starts)

@@ -1,0 +1,161 @@
+"""The Mamba mixer: chunked scan against the exact step, Hugging Face reference, init, errors."""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from sepbench import models
+from sepbench.errors import SepbenchError
+from sepbench.models.mamba import Mamba, selective_scan, selective_step
+
+
+def scan_inputs(batch: int, time: int, inner: int, d_state: int, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, time, inner, generator=generator)
+    dt = F.softplus(torch.randn(batch, time, inner, generator=generator) - 1)
+    a = -torch.rand(inner, d_state, generator=generator) * 4 - 0.1
+    b = torch.randn(batch, time, d_state, generator=generator)
+    c = torch.randn(batch, time, d_state, generator=generator)
+    h = torch.randn(batch, inner, d_state, generator=generator)
+    return x, dt, a, b, c, h
+
+
+def stepped(x, dt, a, b, c, h):
+    outputs = []
+    for t in range(x.shape[1]):
+        y, h = selective_step(x[:, t], dt[:, t], a, b[:, t], c[:, t], h)
+        outputs.append(y)
+    return torch.stack(outputs, dim=1), h
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3, 5, 7, 23, 40])
+@pytest.mark.parametrize("carried", [False, True])
+def test_chunked_scan_equals_the_step_recurrence(chunk: int | None, carried: bool) -> None:
+    x, dt, a, b, c, h = scan_inputs(2, 23, 6, 5)
+    h = h if carried else None
+    expected_y, expected_h = stepped(x, dt, a, b, c, h)
+    y, last = selective_scan(x, dt, a, b, c, h, chunk=chunk)
+    torch.testing.assert_close(y, expected_y, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(last, expected_h, atol=1e-5, rtol=1e-5)
+
+
+def test_scan_gradients_equal_the_step_gradients() -> None:
+    inputs = [t.requires_grad_() for t in scan_inputs(2, 17, 4, 3)]
+    y, h = selective_scan(*inputs, chunk=4)
+    chunked = torch.autograd.grad(y.sum() + h.sum(), inputs)
+    y, h = stepped(*inputs)
+    reference = torch.autograd.grad(y.sum() + h.sum(), inputs)
+    for mine, theirs in zip(chunked, reference):
+        torch.testing.assert_close(mine, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_scan_stays_finite_and_exact_with_very_large_steps() -> None:
+    """Δ·|A| up to ~100 per step would overflow an exp(-A·cumsum Δ) factorisation."""
+    x, dt, a, b, c, h = scan_inputs(1, 200, 4, 16)
+    dt = dt * 20 + 1
+    a = a * 4
+    y, last = selective_scan(x, dt, a, b, c, h)
+    expected_y, expected_h = stepped(x, dt, a, b, c, h)
+    assert torch.isfinite(y).all() and torch.isfinite(last).all()
+    torch.testing.assert_close(y, expected_y, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(last, expected_h, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("conv_width", [1, 2, 4])
+def test_mixer_chunks_continue_exactly(conv_width: int) -> None:
+    torch.manual_seed(0)
+    mixer = Mamba(8, d_state=4, conv_width=conv_width).eval()
+    x = torch.randn(2, 19, 8)
+    with torch.no_grad():
+        whole, (conv, h) = mixer(x)
+        pieces, state, start = [], None, 0
+        for size in (2, 1, 7, 3, 1, 5):
+            y, state = mixer(x[:, start : start + size], state)
+            pieces.append(y)
+            start += size
+    torch.testing.assert_close(torch.cat(pieces, 1), whole, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(state[1], h, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(state[0], conv)
+    assert conv.shape == (2, 16, conv_width - 1) and h.shape == (2, 16, 4)
+    assert mixer.state_size(19) == conv[0].numel() + h[0].numel() == 16 * (4 + conv_width - 1)
+
+
+def test_default_init() -> None:
+    torch.manual_seed(0)
+    mixer = Mamba(40, d_state=6, dt_min=0.01, dt_max=0.05)
+    assert mixer.dt_rank == math.ceil(40 / 16) == 3
+    assert mixer.x_proj.out_features == 3 + 2 * 6
+    torch.testing.assert_close(-torch.exp(mixer.A_log), -torch.arange(1.0, 7).expand(80, 6))
+    torch.testing.assert_close(mixer.D, torch.ones(80))
+    dt = F.softplus(mixer.dt_proj.bias)
+    assert dt.min() >= 0.01 - 1e-6 and dt.max() <= 0.05 + 1e-6
+    assert dt.std() > 0.005
+    assert mixer.in_proj.bias is None and mixer.out_proj.bias is None
+    assert mixer.conv1d.bias is not None
+    assert models.build("mamba", 5, 16, 1).blocks[0].feedforward is None
+
+
+def test_dt_init_floor_takes_effect() -> None:
+    torch.manual_seed(0)
+    mixer = Mamba(16, dt_min=1e-4, dt_max=1e-3, dt_init_floor=5e-4)
+    assert F.softplus(mixer.dt_proj.bias).min() >= 5e-4 - 1e-7
+
+
+def test_matches_hugging_face_pure_torch_mixer(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("transformers", reason="optional test dependency: transformers")
+    from transformers import MambaConfig
+    from transformers.models.mamba import modeling_mamba
+
+    # Replace the kernel hooks by the torch code they wrap, so no mamba_ssm/causal_conv1d runs.
+    for hooked in ("causal_conv1d_fn", "causal_conv1d_update", "mamba_selective_scan"):
+        monkeypatch.setattr(modeling_mamba, hooked, inspect.unwrap(getattr(modeling_mamba, hooked)))
+    torch.manual_seed(0)
+    ours = Mamba(24, d_state=5, expand=2, conv_width=3, dt_rank=4)
+    with torch.no_grad():
+        for parameter in (ours.in_proj.weight, ours.conv1d.bias, ours.x_proj.weight):
+            parameter.mul_(2)
+    config = MambaConfig(
+        hidden_size=24,
+        state_size=5,
+        expand=2,
+        conv_kernel=3,
+        time_step_rank=4,
+        use_bias=False,
+        use_conv_bias=True,
+        use_mambapy=False,
+    )
+    theirs = modeling_mamba.MambaMixer(config, layer_idx=0).eval()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 37, 24)
+    with torch.no_grad():
+        reference = theirs(x)
+        mine, _ = ours(x)
+        first, state = ours(x[:, :20])
+        rest, _ = ours(x[:, 20:], state)
+    assert reference.abs().mean() > 1e-2
+    torch.testing.assert_close(mine, reference, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(torch.cat((first, rest), 1), reference, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"d_state": 0}, r"d_state must be in \[1, 1024\]"),
+        ({"expand": 1.5}, r"expand must be an integer \[1, 16\]"),
+        ({"conv_width": 0}, r"conv_width must be in \[1, 64\]"),
+        ({"dt_rank": "full"}, "dt_rank must be 'auto' or an int"),
+        ({"dt_rank": 0}, "dt_rank must be in"),
+        ({"dt_min": 0.0}, "0 < dt_min <= dt_max"),
+        ({"dt_min": 0.5, "dt_max": 0.1}, "0 < dt_min <= dt_max"),
+        ({"dt_init_floor": -1.0}, r"dt_init_floor must be in \[0, dt_max"),
+    ],
+)
+def test_bad_parameters_raise_one_line(params: dict, message: str) -> None:
+    with pytest.raises(SepbenchError, match=message) as error:
+        models.build("mamba", 5, 16, 1, **params)
+    assert "\n" not in str(error.value)
