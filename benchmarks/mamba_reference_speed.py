@@ -5,9 +5,12 @@ Run with ``python benchmarks/mamba_reference_speed.py [--quick]``. Prints; never
 ``transformers`` (a test-only dependency).
 
 1. Forward+backward time of one mixer (d_state 16, expand 2, conv 4, batch 8) at widths 64 and
-   256 and lengths 256 and 1,024: ours (the chunked scan) against ``transformers``' MambaMixer
-   with the same weights, forced onto its pure-torch path (the per-step loop that runs when
-   neither mamba_ssm nor causal_conv1d is installed). Floor: ours >= 2x faster.
+   256 and lengths 256 and 512 (``--lengths`` to change): ours (the chunked scan) against
+   ``transformers``' MambaMixer with the same weights, forced onto its pure-torch path (the
+   per-step loop that runs when neither mamba_ssm nor causal_conv1d is installed). Floor: ours
+   >= 2x faster. Their backward grows quadratically with length (each step indexes the
+   full-length tensors, and autograd answers every index with a full-length zero gradient),
+   so at length 1,024 and width 256 it alone takes many minutes.
 2. Forward+backward at length 1,024 of one chunked call against stepping token by token with
    the carried state (the exact recurrence). Floor: chunked >= 5x faster.
 
@@ -117,12 +120,14 @@ def chunked_against_steps(width: int, length: int, repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="width 64, length 256 only")
-    quick = parser.parse_args().quick
+    parser.add_argument("--widths", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512])
+    args = parser.parse_args()
     torch.set_num_threads(2)
-    widths, lengths = ([64], [256]) if quick else ([64, 256], [256, 1024])
-    repeats = 1 if quick else 3
+    widths, lengths = ([64], [256]) if args.quick else (args.widths, args.lengths)
+    repeats = 1 if args.quick else 3
     against_hugging_face(widths, lengths, repeats)
-    chunked_against_steps(64, 256 if quick else 1024, repeats)
+    chunked_against_steps(64, 256 if args.quick else 1024, repeats)
 
 
 if __name__ == "__main__":
