@@ -88,9 +88,9 @@ def selective_scan(
     pad = blocks * chunk - time
 
     def blocked(t: Tensor) -> Tensor:
-        """(batch, time, k) -> (chunk, batch, blocks, k), zero-padded at the end."""
+        """(batch, time, k) -> contiguous (chunk, batch, blocks, k), zero-padded at the end."""
         t = F.pad(t, (0, 0, 0, pad)).view(batch, blocks, chunk, -1)
-        return t.permute(2, 0, 1, 3)
+        return t.permute(2, 0, 1, 3).contiguous()
 
     dt_blocked = blocked(dt)
     b_blocked, c_blocked = blocked(b), blocked(c)
