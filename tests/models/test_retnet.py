@@ -36,7 +36,8 @@ def run_in_chunks(mixer: RetNet, x: torch.Tensor, sizes: list[int]):
 def parallel_retention(mixer: RetNet, x: torch.Tensor) -> torch.Tensor:
     """Sun et al. §2.1's parallel form: (Q Θ)(K Θ̄)ᵀ ⊙ D, D[n, m] = γ^(n-m) for n ≥ m, times V."""
     batch, time, _ = x.shape
-    q, k, v = mixer.qkv(x).view(batch, time, 3, HEADS, -1).permute(2, 0, 3, 1, 4)
+    q, k = mixer.qk(x).view(batch, time, 2, HEADS, -1).permute(2, 0, 3, 1, 4)
+    v = mixer.value(x).view(batch, time, HEADS, -1).transpose(1, 2)
     k = k / math.sqrt(k.shape[-1])
     angle = torch.arange(time, dtype=torch.float32)[:, None] * mixer.theta
     q, k = rotate(q, angle), rotate(k, angle)
@@ -72,7 +73,7 @@ def test_chunkwise_matches_steps_at_odd_chunks(chunk: int) -> None:
             y, state = run_in_chunks(mixer, x, sizes)
             torch.testing.assert_close(y, steps, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(state, step_state, atol=1e-5, rtol=1e-5)
-    assert step_state.shape == (2, HEADS, 4, 4)
+    assert step_state.shape == (2, HEADS, 4, 8)
     assert step_state[0].numel() == mixer.state_size(31)
 
 

@@ -12,20 +12,21 @@ The heads' outputs go through a group norm (one group per head) and a swish gate
 ``out(silu(gate(x)) * GroupNorm(o))``.
 
 The state is kept in the frame of the last token read: S_n = Σ_{m≤n} γ^(n-m) R((m-n)θ) k_mᵀ v_m,
-so it has ``heads · d_k · d_v`` scalars and needs no position counter; one step rotates it by
--θ, decays it by γ, adds k_nᵀ v_n (unrotated), and reads it with the unrotated q_n. This is the
-recurrent reference. A chunk of T tokens uses the chunkwise form of §2.2: positions 1..T
-relative to the carried state, blocks of ``chunk`` tokens, the masked decay matrix inside a
-block and the carried state across blocks (block-start states from one decay-weighted sum over
-earlier blocks, so no Python loop).
+so it has heads · d_k · d_v = 2 · width² / heads scalars and needs no position counter; one
+step rotates it by -θ, decays it by γ, adds k_nᵀ v_n (unrotated), and reads it with the
+unrotated q_n. This is the recurrent reference. A chunk of T tokens uses the chunkwise form of
+§2.2: positions 1..T relative to the carried state, blocks of ``chunk`` tokens, the masked decay
+matrix inside a block and the carried state across blocks (block-start states from one
+decay-weighted sum over earlier blocks, so no Python loop).
 
 Simplifications and choices the paper leaves open: xPos's length-extrapolation scale is dropped
 (plain rotation, as in the authors' later torchscale code); θ_j = 10000^(-j/(d_k/2)) on the two
-halves of each head; d_k = d_v = width / heads (the paper doubles the value width; sepbench
-keeps the block at ``width``); keys scaled by d_k^(-1/2); the paper's extra normalisations of
-the retention scores are omitted (per-token scalings that the group norm cancels). Init as in
-torchscale: Xavier-uniform with gain 2^(-2.5) for the query, key, value and gate maps, 2^(-1)
-for the output map, no biases; group-norm affine weights 1, biases 0; no dropout.
+halves of each head; d_k = width / heads and d_v = 2 d_k (the paper's parameter allocation,
+§3: the value and gate maps are width -> 2·width, the output map 2·width -> width); keys scaled
+by d_k^(-1/2); the paper's extra normalisations of the retention scores are omitted (per-token
+scalings that the group norm cancels). Init as in torchscale: Xavier-uniform with gain
+2^(-2.5) for the query, key, value and gate maps, 2^(-1) for the output map, no biases;
+group-norm affine weights 1, biases 0; no dropout.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def decay_powers(log_gamma: Tensor, exponents: Tensor) -> Tensor:
 class RetNet(Mixer):
     """Multi-scale retention with ``heads`` heads, trained in blocks of ``chunk`` tokens.
 
-    The state has shape (batch, heads, d_k, d_v).
+    The state has shape (batch, heads, d_k, 2·d_k).
     """
 
     name = "retnet"
@@ -74,11 +75,12 @@ class RetNet(Mixer):
             )
         check_int("retnet", "chunk", chunk, 1, 65536)
         self.width, self.heads, self.chunk = width, heads, chunk
-        self.qkv = nn.Linear(width, 3 * width, bias=False)
-        self.gate = nn.Linear(width, width, bias=False)
-        self.out = nn.Linear(width, width, bias=False)
-        self.norm = nn.GroupNorm(heads, width)
-        for linear in (self.qkv, self.gate):
+        self.qk = nn.Linear(width, 2 * width, bias=False)
+        self.value = nn.Linear(width, 2 * width, bias=False)
+        self.gate = nn.Linear(width, 2 * width, bias=False)
+        self.out = nn.Linear(2 * width, width, bias=False)
+        self.norm = nn.GroupNorm(heads, 2 * width)
+        for linear in (self.qk, self.value, self.gate):
             nn.init.xavier_uniform_(linear.weight, gain=2**-2.5)
         nn.init.xavier_uniform_(self.out.weight, gain=2**-1)
         gamma = 1 - 2.0 ** (-5 - torch.arange(heads, dtype=torch.float32))
@@ -89,14 +91,15 @@ class RetNet(Mixer):
 
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch, time, _ = x.shape
-        q, k, v = self.qkv(x).view(batch, time, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        q, k = self.qk(x).view(batch, time, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        v = self.value(x).view(batch, time, self.heads, -1).transpose(1, 2)
         k = k * k.shape[-1] ** -0.5
         if state is None:
             d = self.width // self.heads
-            state = x.new_zeros(batch, self.heads, d, d)
+            state = x.new_zeros(batch, self.heads, d, 2 * d)
         o, state = (self.step if time == 1 else self.chunked)(q, k, v, state)
-        o = self.norm(o.transpose(1, 2).reshape(batch * time, self.width))
-        y = F.silu(self.gate(x)) * o.view(batch, time, self.width)
+        o = self.norm(o.transpose(1, 2).reshape(batch * time, 2 * self.width))
+        y = F.silu(self.gate(x)) * o.view(batch, time, 2 * self.width)
         return self.out(y), state
 
     def rotate_keys(self, s: Tensor, steps: int) -> Tensor:
@@ -117,7 +120,7 @@ class RetNet(Mixer):
         T is zero-padded to whole blocks (a zero key adds nothing; padded outputs are dropped);
         the returned state is summed over the real tokens directly, then turned to frame T.
         """
-        batch, heads, time, d = q.shape
+        batch, heads, time, _ = q.shape
         size = min(self.chunk, time)
         blocks = -(-time // size)
         pad = blocks * size - time
@@ -127,9 +130,9 @@ class RetNet(Mixer):
         tail = decay_powers(log_gamma, time - angle[:, 0]).to(k.dtype)[:, :, None]
         final = decay_powers(log_gamma, torch.tensor(float(time))).to(s.dtype)[:, None, None]
         s_end = final * s + (k * tail).transpose(-1, -2) @ v
-        q, k, v = (F.pad(t, (0, 0, 0, pad)).view(batch, heads, blocks, size, d) for t in (q, k, v))
+        q, k, v = (F.pad(t, (0, 0, 0, pad)).view(batch, heads, blocks, size, -1) for t in (q, k, v))
         o = self.intra_block(q, k, v, log_gamma) + self.inter_block(q, k, v, s, log_gamma)
-        o = o.view(batch, heads, blocks * size, d)[:, :, :time]
+        o = o.view(batch, heads, blocks * size, -1)[:, :, :time]
         return o, self.rotate_keys(s_end, -time)
 
     @staticmethod
@@ -148,19 +151,19 @@ class RetNet(Mixer):
         The state before block c is γ^(C·c) s + Σ_{j<c} γ^(C·(c-1-j)) B_j, with B_j the block's
         own Σ_i γ^(C-1-i) k_iᵀ v_i; the sum over j is one matmul with a masked decay matrix.
         """
-        batch, heads, blocks, size, d = q.shape
+        batch, heads, blocks, size, _ = q.shape
         position = torch.arange(size, device=q.device, dtype=torch.float32)
         to_end = decay_powers(log_gamma, size - 1 - position).to(k.dtype)[:, None, :, None]
-        own = ((k * to_end).transpose(-1, -2) @ v).view(batch, heads, blocks, d * d)
+        own = ((k * to_end).transpose(-1, -2) @ v).view(batch, heads, blocks, -1)
         block = torch.arange(blocks, device=q.device, dtype=torch.float32)
         gap = block[:, None] - block[None, :] - 1
         across = decay_powers(log_gamma, size * gap.clamp(min=0)) * (gap >= 0)
         start = decay_powers(log_gamma, size * block).to(s.dtype)[:, :, None, None]
-        before = (across.to(own.dtype) @ own).view(batch, heads, blocks, d, d)
+        before = (across.to(own.dtype) @ own).view(*s.shape[:2], blocks, *s.shape[2:])
         before = before + start * s[:, :, None]
         from_start = decay_powers(log_gamma, position + 1).to(q.dtype)[:, None, :, None]
         return (q * from_start) @ before
 
     def state_size(self, seq_len: int) -> int:
         d = self.width // self.heads
-        return self.heads * d * d
+        return self.heads * d * 2 * d

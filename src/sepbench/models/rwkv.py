@@ -81,17 +81,20 @@ def wkv_blocks(
 
     Token t of a block (0-based) reads the state before the block decayed by e^{-t w}; the
     state after a block is the state before it decayed by e^{-size·w} plus the block's own
-    sum Σ_i e^{-(size-1-i) w + k_i} (v_i, 1), all held against running max exponents.
+    sum Σ_i e^{-(size-1-i) w + k_i} (v_i, 1), all held against running max exponents. The
+    pairwise exponents are laid out (batch, blocks, width, t, i), so that one batched matmul
+    with [v, 1] gives numerator and denominator together.
     """
     size = k.shape[2]
+    k, v = k.transpose(2, 3), v.transpose(2, 3)
     position = torch.arange(size, device=k.device, dtype=k.dtype)
     gap = position[:, None] - position[None, :] - 1
-    exponent = torch.where(gap[..., None] >= 0, -gap[..., None] * w, u) + k[:, :, None]
-    exponent = exponent.masked_fill((gap < -1)[..., None], -math.inf)
-    own_exponent = k - (size - 1 - position)[:, None] * w
-    own_top = own_exponent.amax(2)
-    own_weight = torch.exp(own_exponent - own_top[:, :, None])
-    own_num, own_den = (own_weight * v).sum(2), own_weight.sum(2)
+    decay = torch.where(gap >= 0, -gap * w[:, None, None], u[:, None, None])
+    exponent = decay.masked_fill(gap < -1, -math.inf) + k[..., None, :]
+    own_exponent = k - (size - 1 - position) * w[:, None]
+    own_top = own_exponent.amax(-1)
+    own_weight = torch.exp(own_exponent - own_top[..., None])
+    own_num, own_den = (own_weight * v).sum(-1), own_weight.sum(-1)
     befores = []
     for block in range(k.shape[1]):
         befores.append(state)
@@ -99,14 +102,15 @@ def wkv_blocks(
         top = torch.maximum(m - size * w, own_top[:, block])
         old, new = torch.exp(m - size * w - top), torch.exp(own_top[:, block] - top)
         state = (old * num + new * own_num[:, block], old * den + new * own_den[:, block], top)
-    num, den, m = (torch.stack(part, 1)[:, :, None] for part in zip(*befores))
-    carried_exponent = m - position[:, None] * w
-    top = torch.maximum(exponent.amax(3), carried_exponent)
-    weight = torch.exp(exponent - top[:, :, :, None])
+    num, den, m = (torch.stack(part, 1)[..., None] for part in zip(*befores))
+    carried_exponent = m - position * w[:, None]
+    top = torch.maximum(exponent.amax(-1), carried_exponent)
+    weight = torch.exp(exponent - top[..., None])
+    summed = weight @ torch.stack((v, torch.ones_like(v)), -1)
     carried = torch.exp(carried_exponent - top)
-    numerator = (weight * v[:, :, None]).sum(3) + carried * num
-    denominator = weight.sum(3) + carried * den
-    return numerator / denominator, state
+    numerator = summed[..., 0] + carried * num
+    denominator = summed[..., 1] + carried * den
+    return (numerator / denominator).transpose(2, 3), state
 
 
 @register_feedforward("rwkv_channel_mix")
@@ -139,7 +143,7 @@ class TimeMix(Mixer):
     name = "rwkv"
     default_feedforward = "rwkv_channel_mix"
 
-    def __init__(self, width: int, *, chunk: int = 16) -> None:
+    def __init__(self, width: int, *, chunk: int = 8) -> None:
         super().__init__()
         check_int("rwkv", "chunk", chunk, 1, 4096)
         self.width, self.chunk = width, chunk
