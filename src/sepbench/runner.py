@@ -23,6 +23,7 @@ import torch
 
 from sepbench import evaluate
 from sepbench.config import Experiment
+from sepbench.cpu import keep_freed_memory
 from sepbench.errors import SepbenchError
 from sepbench.store import RunRecord, Store
 from sepbench.tasks.base import Task
@@ -92,6 +93,8 @@ def _execute(
     on_progress: ProgressCallback | None,
 ) -> tuple[str, dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
     """Build, train, evaluate: (status, metrics, info, curve) for the store."""
+    if device.type == "cpu":
+        keep_freed_memory()
     seed_everything(experiment.train.seed, device)
     task = experiment.build_task()
     model = experiment.build_model(task).to(device)

@@ -224,13 +224,12 @@ def _subset(dataset: Batch, rows: np.ndarray) -> Batch:
 
 
 def _loss(model: nn.Module, batch: Batch, device: torch.device) -> torch.Tensor:
-    """Mean cross-entropy over the trained next-token positions of the batch."""
-    targets = np.where(batch.loss_mask[:, 1:], batch.tokens[:, 1:], -100)
-    inputs = torch.from_numpy(batch.tokens[:, :-1]).to(device)
-    logits, _ = model(inputs)
-    return nn.functional.cross_entropy(
-        logits.float().flatten(0, 1), torch.from_numpy(targets).to(device).flatten()
-    )
+    """Mean cross-entropy over the trained next-token positions of the batch (the head is
+    applied at those positions only)."""
+    trained = torch.from_numpy(batch.loss_mask[:, 1:]).to(device)
+    targets = torch.from_numpy(batch.tokens[:, 1:]).to(device)[trained]
+    hidden, _ = model.features(torch.from_numpy(batch.tokens[:, :-1]).to(device))
+    return nn.functional.cross_entropy(model.head(hidden[trained]).float(), targets)
 
 
 def _lr_factor(experiment: Experiment) -> Callable[[int], float]:

@@ -184,6 +184,15 @@ class SequenceModel(nn.Module):
             self.head.weight = self.embedding.weight
 
     def forward(self, tokens: Tensor, state: ModelState | None = None) -> tuple[Tensor, ModelState]:
+        """Logits (batch, time, vocab) for ``tokens`` (batch, time), continuing from ``state``."""
+        hidden, state = self.features(tokens, state)
+        return self.head(hidden), state
+
+    def features(
+        self, tokens: Tensor, state: ModelState | None = None
+    ) -> tuple[Tensor, ModelState]:
+        """The final-normed hidden states the head reads; training applies the head only where
+        the loss is taken (for a one-token answer, one position in a hundred)."""
         start = 0 if state is None else state.position
         block_states = [None] * len(self.blocks) if state is None else state.blocks
         x = self.embedding(tokens)
@@ -199,8 +208,7 @@ class SequenceModel(nn.Module):
         for block, block_state in zip(self.blocks, block_states):
             x, block_state = block(x, block_state)
             new_states.append(block_state)
-        logits = self.head(self.final_norm(x))
-        return logits, ModelState(start + tokens.shape[1], new_states)
+        return self.final_norm(x), ModelState(start + tokens.shape[1], new_states)
 
     def state_size(self, seq_len: int) -> int:
         """Scalars per example carried after ``seq_len`` tokens (attention grows with it)."""
