@@ -61,7 +61,8 @@ def sample(
 ) -> None:
     """Print readable examples: prompt | completion | answer."""
     built = tasks.get(task, **parse_assignments(param, "--param"))
-    batch = built.sample(np.random.default_rng(seed), n, built.min_length if length is None else length)
+    length = built.min_length if length is None else length
+    batch = built.sample(np.random.default_rng(seed), n, length)
     for i in range(len(batch)):
         prompt = built.vocab.text(batch.prompt(i))
         completion = built.vocab.text(batch.completion(i))
@@ -79,7 +80,8 @@ def export(
 ) -> None:
     """Write one JSON object per example (prompt, completion, answer, tokens) to OUT."""
     built = tasks.get(task, **parse_assignments(param, "--param"))
-    batch = built.sample(np.random.default_rng(seed), n, built.min_length if length is None else length)
+    length = built.min_length if length is None else length
+    batch = built.sample(np.random.default_rng(seed), n, length)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     with partial.open("w") as handle:

@@ -5,7 +5,9 @@ runs from the store and trains only what is missing (or was interrupted).
 
 A sweep spec (YAML, or a preset under ``sepbench/presets``) has ``base`` (an experiment, as
 ``sepbench run`` takes), ``grid`` (dotted field -> list of values; the product is taken) and
-optional ``smoke`` (dotted field -> value: a tiny version for CI and first tries).
+optional ``smoke`` (dotted field -> value: a tiny version for CI and first tries). The grid
+axis ``variants`` takes a list of mappings (dotted field -> value) that vary together, e.g. a
+model with its own learning rate.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def expand(spec: dict[str, Any], *, smoke: bool = False) -> list[Experiment]:
     for point in itertools.product(*grid.values()):
         config = copy.deepcopy(spec["base"])
         for dotted, value in [*zip(grid, point), *fixed.items()]:
-            set_path(config, dotted, copy.deepcopy(value))
+            for field, setting in value.items() if dotted == "variants" else [(dotted, value)]:
+                set_path(config, field, copy.deepcopy(setting))
         experiments.append(experiment_from_dict(config))
     return experiments
 
