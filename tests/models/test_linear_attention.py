@@ -8,6 +8,7 @@ import torch
 from sepbench import models
 from sepbench.errors import SepbenchError
 from sepbench.models.linear_attention import EPS, LinearAttention, feature_map
+from tests.models.chunks import run_in_chunks
 
 WIDTH, HEADS = 12, 3
 
@@ -23,14 +24,6 @@ def inputs(batch: int, length: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(batch, length, WIDTH, generator=torch.Generator().manual_seed(seed))
 
 
-def run_in_chunks(mixer: LinearAttention, x: torch.Tensor, sizes: list[int]):
-    assert sum(sizes) == x.shape[1]
-    pieces, state, start = [], None, 0
-    for size in sizes:
-        y, state = mixer(x[:, start : start + size], state)
-        pieces.append(y)
-        start += size
-    return torch.cat(pieces, 1), state
 
 
 def explicit(mixer: LinearAttention, x: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ from sepbench import models
 from sepbench.errors import SepbenchError
 from sepbench.models.base import FEEDFORWARDS
 from sepbench.models.rwkv import ChannelMix, TimeMix, wkv_blocks, wkv_step
+from tests.models.chunks import run_in_chunks
 
 WIDTH = 8
 # HF's one-token path broadcasts its (batch, width) shift against (batch, 1, width) wrongly for
@@ -20,14 +21,6 @@ def inputs(batch: int, length: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(batch, length, WIDTH, generator=torch.Generator().manual_seed(seed))
 
 
-def run_in_chunks(module: torch.nn.Module, x: torch.Tensor, sizes: list[int]):
-    assert sum(sizes) == x.shape[1]
-    pieces, state, start = [], None, 0
-    for size in sizes:
-        y, state = module(x[:, start : start + size], state)
-        pieces.append(y)
-        start += size
-    return torch.cat(pieces, 1), state
 
 
 def hugging_face_modules():

@@ -9,6 +9,7 @@ import torch
 
 from sepbench.errors import SepbenchError
 from sepbench.models.s4d import FFT_FROM, S4D, causal_convolution, s4d_eigenvalues
+from tests.models.chunks import run_in_chunks
 
 WIDTH = 8
 
@@ -22,16 +23,6 @@ def inputs(batch: int, length: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(batch, length, WIDTH, generator=torch.Generator().manual_seed(seed))
 
 
-def run_in_chunks(
-    mixer: S4D, x: torch.Tensor, sizes: list[int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    assert sum(sizes) == x.shape[1]
-    pieces, state, start = [], None, 0
-    for size in sizes:
-        y, state = mixer(x[:, start : start + size], state)
-        pieces.append(y)
-        start += size
-    return torch.cat(pieces, 1), state
 
 
 @pytest.mark.parametrize("init", ["lin", "inv"])
