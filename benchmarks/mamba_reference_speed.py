@@ -29,6 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from sepbench.cpu import keep_freed_memory
 from sepbench.models.mamba import Mamba
 
 BATCH = 8
@@ -124,6 +125,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512])
     args = parser.parse_args()
     torch.set_num_threads(2)
+    keep_freed_memory()  # as the engine does on CPU (sepbench.cpu)
     widths, lengths = ([64], [256]) if args.quick else (args.widths, args.lengths)
     repeats = 1 if args.quick else 3
     against_hugging_face(widths, lengths, repeats)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from sepbench import models
+from sepbench.cpu import keep_freed_memory
 from sepbench.models.base import MIXERS
 
 VOCAB = 64
@@ -145,6 +146,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="width 64, length 256 only")
     quick = parser.parse_args().quick
     torch.set_num_threads(2)
+    keep_freed_memory()  # as the engine does on CPU (sepbench.cpu)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, "
         f"models: {', '.join(models.names())}"
