@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import math
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -31,19 +29,11 @@ from torch import Tensor, nn
 
 from sepbench.cpu import keep_freed_memory
 from sepbench.models.mamba import Mamba
+from timing import seconds
 
 BATCH = 8
 
 
-def seconds(run: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``repeats`` calls, after one warm-up call."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def hugging_face_mixer(ours: Mamba, width: int) -> nn.Module:

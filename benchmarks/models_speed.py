@@ -19,8 +19,6 @@ Run with ``python benchmarks/models_speed.py [--quick]``. Prints; never asserts.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -29,6 +27,7 @@ from torch import nn
 from sepbench import models
 from sepbench.cpu import keep_freed_memory
 from sepbench.models.base import MIXERS
+from timing import seconds
 
 VOCAB = 64
 LAYERS = 2
@@ -45,15 +44,6 @@ def build(name: str, width: int) -> models.SequenceModel:
     return models.build(name, VOCAB, width, LAYERS, max_length=4096)
 
 
-def seconds(run: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``repeats`` calls, after one warm-up call."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def training_step(model: models.SequenceModel, batch: int, length: int) -> Callable[[], None]:
