@@ -59,6 +59,7 @@ class Attention(Mixer):
 
     name = "attention"
     default_feedforward = "mlp"
+    needs_positions = True
 
     def __init__(self, width: int, *, heads: int = 4, rope: bool = False) -> None:
         super().__init__()

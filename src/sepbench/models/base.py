@@ -31,8 +31,9 @@ class Mixer(nn.Module):
 
     ``default_feedforward`` names the feed-forward a block uses with this mixer when the model's
     ``mlp`` option is left at its default (None: no feed-forward, as in Mamba).
-    ``needs_positions``: the mixer has no sense of order of its own (linear attention), so a
-    model with it adds learned absolute positions unless ``positional`` says otherwise.
+    ``needs_positions``: the mixer has no sense of order of its own (attention, linear
+    attention), so a model with it adds learned absolute positions unless ``positional`` says
+    otherwise.
     """
 
     name: ClassVar[str]
@@ -278,8 +279,7 @@ def build(
 
     ``mlp``: None uses each mixer's default feed-forward; False none; True the mixer's default
     (``mlp`` where it has none); or a feed-forward name (``mlp``, ``swiglu``, ...).
-    ``positional`` (default ``learned`` when the model has attention or a mixer that
-    ``needs_positions``, else ``none``).
+    ``positional`` (default ``learned`` when a mixer ``needs_positions``, else ``none``).
     """
     kinds = resolve_mixers(name, layers, mixers)
     check_int(name, "vocab_size", vocab_size, 2)
@@ -288,7 +288,7 @@ def build(
     check_int(name, "max_length", max_length, 1)
     check_choice(name, "norm", norm, NORMS)
     classes = [MIXERS[kind] for kind in kinds]
-    unordered = "attention" in kinds or any(cls.needs_positions for cls in classes)
+    unordered = any(cls.needs_positions for cls in classes)
     positional = positional or ("learned" if unordered else "none")
     check_choice(name, "positional", positional, POSITIONAL)
     if positional == "rope":

@@ -33,12 +33,6 @@ class Parity(SerialTask):
         self.labels = np.array(self.vocab.ids([FALSE, TRUE]), np.int64)
         self.stop_ids = frozenset(self.labels.tolist())
 
-    def trace_length(self, length: int) -> int:
-        return length
-
-    def answer_length(self, length: int) -> int:
-        return 1
-
     def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         self.validate_length(length)
         return self.generate_lengths(rng, np.full(batch_size, length, np.int64))

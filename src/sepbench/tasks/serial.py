@@ -53,13 +53,14 @@ class SerialTask(Task):
         if self.cot and self.filler:
             raise SepbenchError(f"{self.name}: cot and filler exclude each other; set at most one")
 
-    @abstractmethod
     def trace_length(self, length: int) -> int:
-        """Tokens of the filler trace at ``length`` (the CoT's length, or its maximum)."""
+        """Tokens of the filler trace at ``length`` (the CoT's length, or its maximum).
+        Default: one state token per input step."""
+        return length
 
-    @abstractmethod
     def answer_length(self, length: int) -> int:
-        """The most answer tokens (after the trace) at ``length``."""
+        """The most answer tokens (after the trace) at ``length``. Default: one."""
+        return 1
 
     @abstractmethod
     def _solve(self, prompt: list[int]) -> tuple[list[int], list[int], int] | None:

@@ -48,12 +48,6 @@ class StateTracking(SerialTask):
         self.offset = self.vocab.id(PERMUTATION_TOKENS[0])  # permutation k has id offset + k
         self.table = composition_table()
 
-    def trace_length(self, length: int) -> int:
-        return length
-
-    def answer_length(self, length: int) -> int:
-        return 1
-
     def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         self.validate_length(length)
         steps = rng.integers(0, len(PERMUTATIONS), (batch_size, length), dtype=np.int64)
