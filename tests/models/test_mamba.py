@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -11,7 +12,13 @@ from torch.nn import functional as F
 
 from sepbench import models
 from sepbench.errors import SepbenchError
-from sepbench.models.mamba import Mamba, selective_scan, selective_step
+from sepbench.models.mamba import (
+    Mamba,
+    StepwiseScan,
+    chunked_scan,
+    selective_scan,
+    selective_step,
+)
 
 
 def scan_inputs(batch: int, time: int, inner: int, d_state: int, seed: int = 0):
@@ -33,33 +40,63 @@ def stepped(x, dt, a, b, c, h):
     return torch.stack(outputs, dim=1), h
 
 
-@pytest.mark.parametrize("chunk", [None, 1, 3, 5, 7, 23, 40])
+def stepwise_scan(x, dt, a, b, c, h):
+    return StepwiseScan.apply(x, dt, a, b, c, h)
+
+
+SCANS = {"stepwise": stepwise_scan, **{f"chunked-{n}": partial(chunked_scan, chunk=n)
+                                     for n in (None, 1, 3, 5, 7, 23, 40)}}
+
+
+@pytest.mark.parametrize("scan", SCANS.values(), ids=SCANS.keys())
 @pytest.mark.parametrize("carried", [False, True])
-def test_chunked_scan_equals_the_step_recurrence(chunk: int | None, carried: bool) -> None:
+def test_scans_equal_the_step_recurrence(scan, carried: bool) -> None:
     x, dt, a, b, c, h = scan_inputs(2, 23, 6, 5)
     h = h if carried else None
     expected_y, expected_h = stepped(x, dt, a, b, c, h)
-    y, last = selective_scan(x, dt, a, b, c, h, chunk=chunk)
+    y, last = scan(x, dt, a, b, c, h)
     torch.testing.assert_close(y, expected_y, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(last, expected_h, atol=1e-5, rtol=1e-5)
 
 
-def test_scan_gradients_equal_the_step_gradients() -> None:
+@pytest.mark.parametrize("scan", [stepwise_scan, partial(chunked_scan, chunk=4)])
+@pytest.mark.parametrize("carried", [False, True])
+def test_scan_gradients_equal_the_step_gradients(scan, carried: bool) -> None:
     inputs = [t.requires_grad_() for t in scan_inputs(2, 17, 4, 3)]
-    y, h = selective_scan(*inputs, chunk=4)
-    chunked = torch.autograd.grad(y.sum() + h.sum(), inputs)
+    if not carried:
+        inputs[-1] = None
+    live = [t for t in inputs if t is not None]
+    weights = torch.randn(2, 17, 4, generator=torch.Generator().manual_seed(1))
+    y, h = scan(*inputs)
+    mine = torch.autograd.grad((y * weights).sum() + h.square().sum(), live)
     y, h = stepped(*inputs)
-    reference = torch.autograd.grad(y.sum() + h.sum(), inputs)
-    for mine, theirs in zip(chunked, reference):
-        torch.testing.assert_close(mine, theirs, atol=1e-4, rtol=1e-4)
+    reference = torch.autograd.grad((y * weights).sum() + h.square().sum(), live)
+    for ours, theirs in zip(mine, reference):
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
-def test_scan_stays_finite_and_exact_with_very_large_steps() -> None:
+def test_stepwise_scan_passes_torch_gradcheck_in_float64() -> None:
+    inputs = [t.double().requires_grad_() for t in scan_inputs(2, 5, 3, 2)]
+    assert torch.autograd.gradcheck(StepwiseScan.apply, inputs)
+
+
+def test_selective_scan_runs_in_float32_and_returns_the_input_dtype() -> None:
+    x, dt, a, b, c, _ = scan_inputs(2, 9, 4, 3)
+    y, last = selective_scan(x.bfloat16(), dt.bfloat16(), a, b.bfloat16(), c.bfloat16(), None)
+    expected_y, expected_h = stepped(*(t.bfloat16().float() for t in (x, dt)), a,
+                                     *(t.bfloat16().float() for t in (b, c)), None)
+    assert y.dtype == torch.bfloat16 and last.dtype == torch.float32
+    torch.testing.assert_close(last, expected_h, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(y.float(), expected_y, atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize("scan", [stepwise_scan, chunked_scan])
+def test_scan_stays_finite_and_exact_with_very_large_steps(scan) -> None:
     """Δ·|A| up to ~100 per step would overflow an exp(-A·cumsum Δ) factorisation."""
     x, dt, a, b, c, h = scan_inputs(1, 200, 4, 16)
     dt = dt * 20 + 1
     a = a * 4
-    y, last = selective_scan(x, dt, a, b, c, h)
+    y, last = scan(x, dt, a, b, c, h)
     expected_y, expected_h = stepped(x, dt, a, b, c, h)
     assert torch.isfinite(y).all() and torch.isfinite(last).all()
     torch.testing.assert_close(y, expected_y, atol=1e-5, rtol=1e-5)

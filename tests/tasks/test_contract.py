@@ -23,6 +23,7 @@ MODES: dict[str, list[dict]] = {
     "parity": [{"cot": True}],
     "state_tracking": [{"cot": True}],
     "associative_recall": [{"num_queries": 4}],
+    "index_lookup": [{"last_queries": 0.25}],
 }
 
 

@@ -48,6 +48,32 @@ def test_index_lookup_training_lengths_cover_ten_to_n_and_positions_stay_inside(
     assert set(short.tolist()) == set(range(1, 7))
 
 
+def queried_positions(task: tasks.Task, batch: tasks.Batch) -> np.ndarray:
+    return batch.tokens[np.arange(len(batch)), batch.prompt_lengths - 1] - task.vocab.id("@1") + 1
+
+
+def test_index_lookup_last_queries_reach_the_tail_and_keep_the_lengths() -> None:
+    rng, length, n = np.random.default_rng(0), 40, 40_000
+    paper = tasks.get("index_lookup", max_length=length)
+    mixed = tasks.get("index_lookup", max_length=length, last_queries=0.25)
+    skewed = np.bincount(queried_positions(paper, paper.sample(rng, n, length, train=True)))
+    assert skewed[length] < 0.05 * skewed[1]  # the paper's p ~ U{1..k} starves the tail
+    batch = mixed.sample(rng, n, length, train=True)
+    positions, symbols = queried_positions(mixed, batch), batch.prompt_lengths - 1
+    at_end = positions == symbols
+    assert 0.25 < at_end.mean() < 0.25 + 0.75 * 0.05  # plus the paper's own p = k draws
+    assert np.bincount(positions)[length] > 0.8 * 0.25 * n / 31  # a quarter of the k = N rows
+    counts = np.bincount(symbols, minlength=length + 1)[10:]
+    assert counts.min() > 0.85 * n / 31 and counts.max() < 1.15 * n / 31  # k ~ U{10..N}
+    assert all(mixed.check(batch.prompt(i), batch.completion(i)) for i in range(300))
+    assert all(batch.answers[i] == mixed.vocab.decode(batch.completion(i))[0] for i in range(300))
+    test = mixed.sample(np.random.default_rng(1), 4000, length)  # test batches are untouched
+    expected = paper.sample(np.random.default_rng(1), 4000, length)
+    assert np.array_equal(test.tokens, expected.tokens)
+    with pytest.raises(SepbenchError, match=r"last_queries must be a fraction in \[0, 1\]"):
+        tasks.get("index_lookup", last_queries=1.5)
+
+
 def test_index_lookup_positions_are_uniform_and_parameters_take_effect() -> None:
     task = tasks.get("index_lookup", vocab_size=5, max_length=40)
     assert task.max_length() == 40 and len(task.vocab) == 1 + 5 + 40

@@ -16,9 +16,13 @@ With ``inner = expand · width``, per token:
 
 The carried state is ``(conv, h)``: the last ``conv_width - 1`` conv inputs, (batch, inner,
 conv_width - 1), and h, (batch, inner, d_state). A single token uses the recurrence above
-(:func:`selective_step`, the reference); longer chunks use :func:`selective_scan`, a two-level
-chunked scan that never multiplies by anything larger than 1 (see its docstring), so it is
-stable at any length and for any trained Δ and A. Both agree to fp32 round-off.
+(:func:`selective_step`, the reference); longer chunks use :func:`selective_scan`, which on a
+CPU steps through time with a hand-written backward (:class:`StepwiseScan`: one state of
+batch × inner × d_state stays in cache, 3-4× faster to train than materialising every state
+through autograd) and on a GPU runs :func:`chunked_scan`, a two-level scan with few kernel
+launches. Neither multiplies by anything larger than 1, so both are stable at any length and
+for any trained Δ and A; all agree to fp32 round-off. The scan runs in float32 whatever the
+autocast dtype (Mamba's own kernels keep the state in fp32 too).
 
 Init (Gu & Dao's defaults; the papers of papers.md leave it open): A_log = log(1..d_state) for
 every channel (S4D-Real); D = 1; dt_proj.weight ~ U(±dt_rank^-½); dt_proj.bias = softplus⁻¹(Δ₀)
@@ -57,6 +61,71 @@ def selective_step(
 
 
 def selective_scan(
+    x: Tensor, dt: Tensor, a: Tensor, b: Tensor, c: Tensor, h: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """The recurrence of :func:`selective_step` over a chunk, in float32: x, dt (batch, time,
+    inner); b, c (batch, time, d_state); a (inner, d_state); h the state before or None.
+    Returns (C_t · h_t for every t, in x's dtype; the last h)."""
+    dtype = x.dtype
+    x, dt, b, c = (t.to(a.dtype) for t in (x, dt, b, c))
+    h = None if h is None else h.to(a.dtype)
+    scan = chunked_scan if x.is_cuda else StepwiseScan.apply
+    y, h = scan(x, dt, a, b, c, h)
+    return y.to(dtype), h
+
+
+class StepwiseScan(torch.autograd.Function):
+    """The recurrence one step at a time, with the adjoint recurrence as its backward.
+
+    Forward keeps every h_t (batch × time × inner × d_state floats, written once) and nothing
+    else; backward walks time in reverse with g = ∂L/∂h_t:
+
+        g += ∂L/∂y_t ⊗ C_t;   ∂C_t = ∂y_t · h_t;   ∂(Δx)_t = g B_t;   ∂B_t = (Δx)_t · g
+        q = g ⊙ exp(Δ_t A) ⊙ h_{t-1};  ∂Δ_t += Σ_n q A;  ∂A += Σ_batch q Δ_t;  g ⊙= exp(Δ_t A)
+
+    Each step touches one (batch, inner, d_state) block, which stays in cache; autograd through
+    the same loop or through :func:`chunked_scan` streams a dozen such tensors per token.
+    """
+
+    @staticmethod
+    def forward(ctx, x, dt, a, b, c, h0):
+        batch, time, inner = x.shape
+        u = dt * x
+        states = x.new_empty(batch, time, inner, a.shape[1])
+        y = x.new_empty(batch, time, inner)
+        h = h0 if h0 is not None else x.new_zeros(batch, inner, a.shape[1])
+        for t in range(time):
+            increment = u[:, t, :, None] * b[:, t, None, :]
+            h = torch.addcmul(increment, torch.exp(dt[:, t, :, None] * a), h, out=states[:, t])
+            torch.bmm(h, c[:, t, :, None], out=y[:, t, :, None])
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(x, dt, a, b, c, h0, states)
+        return y, h.clone()
+
+    @staticmethod
+    def backward(ctx, gy, gh):
+        x, dt, a, b, c, h0, states = ctx.saved_tensors
+        zero = x.new_zeros(states[:, 0].shape)
+        u, g = dt * x, (gh.clone() if gh is not None else zero.clone())
+        gu, gdt_decay, gb, gc = (torch.empty_like(t) for t in (x, x, b, c))
+        ga = torch.zeros_like(g)
+        gy = gy.contiguous()
+        for t in reversed(range(x.shape[1])):
+            g.addcmul_(gy[:, t, :, None], c[:, t, None, :])
+            torch.bmm(gy[:, t, None, :], states[:, t], out=gc[:, t, None, :])
+            torch.bmm(g, b[:, t, :, None], out=gu[:, t, :, None])
+            torch.bmm(u[:, t, None, :], g, out=gb[:, t, None, :])
+            previous = states[:, t - 1] if t else (h0 if h0 is not None else zero)
+            decay = torch.exp(dt[:, t, :, None] * a)
+            q = (g * decay).mul_(previous)
+            torch.sum(q * a, -1, out=gdt_decay[:, t])
+            ga.addcmul_(q, dt[:, t, :, None])
+            g.mul_(decay)
+        gh0 = g if h0 is not None else None
+        return gu * dt, torch.addcmul(gdt_decay, gu, x), ga.sum(0), gb, gc, gh0
+
+
+def chunked_scan(
     x: Tensor,
     dt: Tensor,
     a: Tensor,
