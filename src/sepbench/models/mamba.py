@@ -97,7 +97,7 @@ class StepwiseScan(torch.autograd.Function):
         for t in range(time):
             increment = u[:, t, :, None] * b[:, t, None, :]
             h = torch.addcmul(increment, torch.exp(dt[:, t, :, None] * a), h, out=states[:, t])
-            torch.bmm(h, c[:, t, :, None], out=y[:, t, :, None])
+            torch.sum(h * c[:, t, None, :], -1, out=y[:, t])
         if any(ctx.needs_input_grad):
             ctx.save_for_backward(x, dt, a, b, c, h0, states)
         return y, h.clone()
@@ -112,9 +112,9 @@ class StepwiseScan(torch.autograd.Function):
         gy = gy.contiguous()
         for t in reversed(range(x.shape[1])):
             g.addcmul_(gy[:, t, :, None], c[:, t, None, :])
-            torch.bmm(gy[:, t, None, :], states[:, t], out=gc[:, t, None, :])
-            torch.bmm(g, b[:, t, :, None], out=gu[:, t, :, None])
-            torch.bmm(u[:, t, None, :], g, out=gb[:, t, None, :])
+            torch.sum(gy[:, t, :, None] * states[:, t], 1, out=gc[:, t])
+            torch.sum(g * b[:, t, None, :], -1, out=gu[:, t])
+            torch.sum(u[:, t, :, None] * g, 1, out=gb[:, t])
             previous = states[:, t - 1] if t else (h0 if h0 is not None else zero)
             decay = torch.exp(dt[:, t, :, None] * a)
             q = (g * decay).mul_(previous)
