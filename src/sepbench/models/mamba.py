@@ -18,8 +18,9 @@ The carried state is ``(conv, h)``: the last ``conv_width - 1`` conv inputs, (ba
 conv_width - 1), and h, (batch, inner, d_state). A single token uses the recurrence above
 (:func:`selective_step`, the reference); longer chunks use :func:`selective_scan`, which on a
 CPU steps through time with a hand-written backward (:class:`StepwiseScan`: one state of
-batch × inner × d_state stays in cache, 3-4× faster to train than materialising every state
-through autograd) and on a GPU runs :func:`chunked_scan`, a two-level scan with few kernel
+batch × inner × d_state stays in cache; at length 100, batch 64, width 64 it trains 3× faster
+than :func:`chunked_scan` through autograd, and a two-layer model's step drops from 770 to
+450 ms on one core) and on a GPU runs :func:`chunked_scan`, a two-level scan with few kernel
 launches. Neither multiplies by anything larger than 1, so both are stable at any length and
 for any trained Δ and A; all agree to fp32 round-off. The scan runs in float32 whatever the
 autocast dtype (Mamba's own kernels keep the state in fp32 too).
