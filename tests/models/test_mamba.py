@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from sepbench import models
 from sepbench.errors import SepbenchError
 from sepbench.models.mamba import (
+    STEPWISE_MIN_BLOCK,
     Mamba,
     StepwiseScan,
     chunked_scan,
@@ -78,6 +79,16 @@ def test_scan_gradients_equal_the_step_gradients(scan, carried: bool) -> None:
 def test_stepwise_scan_passes_torch_gradcheck_in_float64() -> None:
     inputs = [t.double().requires_grad_() for t in scan_inputs(2, 5, 3, 2)]
     assert torch.autograd.gradcheck(StepwiseScan.apply, inputs)
+
+
+@pytest.mark.parametrize("batch", [1, 16])  # 16 x 128 x 16 states: the stepwise scan
+def test_selective_scan_equals_the_step_recurrence_on_either_side_of_the_switch(batch) -> None:
+    x, dt, a, b, c, h = scan_inputs(batch, 7, 128, 16)
+    assert (batch * 128 * 16 >= STEPWISE_MIN_BLOCK) == (batch == 16)
+    y, last = selective_scan(x, dt, a, b, c, h)
+    expected_y, expected_h = stepped(x, dt, a, b, c, h)
+    torch.testing.assert_close(y, expected_y, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(last, expected_h, atol=1e-4, rtol=1e-4)
 
 
 def test_selective_scan_runs_in_float32_and_returns_the_input_dtype() -> None:
