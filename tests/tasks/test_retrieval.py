@@ -72,6 +72,8 @@ def test_index_lookup_last_queries_reach_the_tail_and_keep_the_lengths() -> None
     assert np.array_equal(test.tokens, expected.tokens)
     with pytest.raises(SepbenchError, match=r"last_queries must be a fraction in \[0, 1\]"):
         tasks.get("index_lookup", last_queries=1.5)
+    with pytest.raises(SepbenchError, match="last_queries must be a fraction"):
+        tasks.get("index_lookup", last_queries="half")
 
 
 def test_index_lookup_positions_are_uniform_and_parameters_take_effect() -> None:

@@ -36,7 +36,8 @@ class IndexLookup(Task):
     untrained (measured, 1-layer Transformer after 4,000 steps: 1.00 on p ≤ 80, 0.58 on
     81..90, 0.00 on 91..100). ``last_queries`` is the fraction of training examples that
     query their last symbol instead (p = k), which gives every position j ≥ 10 at least that
-    fraction of the k = j examples and leaves the length distribution as it is. Drawing p
+    fraction of the k = j examples and leaves the length distribution as it is (the demo's
+    0.25 took that Transformer to 0.989 at N = 100 in 2,750 steps). Drawing p
     uniformly over 1..N and k ≥ p instead removes the short examples that let attention find
     the positions at all (measured: still at chance after 3,500 steps).
 
@@ -54,7 +55,9 @@ class IndexLookup(Task):
     ) -> None:
         self.vocab_size = check_int(self.name, "vocab_size", vocab_size, 2)
         self.positions = check_int(self.name, "max_length", max_length, 1)
-        if not 0 <= last_queries <= 1:
+        if isinstance(last_queries, bool) or not isinstance(last_queries, (int, float)) or not (
+            0 <= last_queries <= 1
+        ):
             raise SepbenchError(
                 f"{self.name}: last_queries must be a fraction in [0, 1], got {last_queries}"
             )
