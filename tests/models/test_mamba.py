@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from sepbench import models
 from sepbench.errors import SepbenchError
+from sepbench.models import mamba
 from sepbench.models.mamba import (
     STEPWISE_MIN_BLOCK,
     Mamba,
@@ -41,10 +42,7 @@ def stepped(x, dt, a, b, c, h):
     return torch.stack(outputs, dim=1), h
 
 
-def stepwise_scan(x, dt, a, b, c, h):
-    return StepwiseScan.apply(x, dt, a, b, c, h)
-
-
+stepwise_scan = StepwiseScan.apply
 SCANS = {"stepwise": stepwise_scan, **{f"chunked-{n}": partial(chunked_scan, chunk=n)
                                      for n in (None, 1, 3, 5, 7, 23, 40)}}
 
@@ -82,10 +80,16 @@ def test_stepwise_scan_passes_torch_gradcheck_in_float64() -> None:
 
 
 @pytest.mark.parametrize("batch", [1, 16])  # 16 x 128 x 16 states: the stepwise scan
-def test_selective_scan_equals_the_step_recurrence_on_either_side_of_the_switch(batch) -> None:
+def test_selective_scan_equals_the_step_recurrence_on_either_side_of_the_switch(
+    batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     x, dt, a, b, c, h = scan_inputs(batch, 7, 128, 16)
     assert (batch * 128 * 16 >= STEPWISE_MIN_BLOCK) == (batch == 16)
+    chunked_calls = []
+    monkeypatch.setattr(mamba, "chunked_scan", lambda *args: chunked_calls.append(1) or
+                        chunked_scan(*args))
     y, last = selective_scan(x, dt, a, b, c, h)
+    assert len(chunked_calls) == (batch == 1)
     expected_y, expected_h = stepped(x, dt, a, b, c, h)
     torch.testing.assert_close(y, expected_y, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(last, expected_h, atol=1e-4, rtol=1e-4)
@@ -207,3 +211,12 @@ def test_bad_parameters_raise_one_line(params: dict, message: str) -> None:
     with pytest.raises(SepbenchError, match=message) as error:
         models.build("mamba", 5, 16, 1, **params)
     assert "\n" not in str(error.value)
+
+
+def test_stepwise_scan_without_gradients_equals_the_step_recurrence() -> None:
+    inputs = scan_inputs(2, 9, 4, 3)
+    with torch.no_grad():
+        y, last = StepwiseScan.apply(*inputs)
+    expected_y, expected_h = stepped(*inputs)
+    torch.testing.assert_close(y, expected_y, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(last, expected_h, atol=1e-5, rtol=1e-5)

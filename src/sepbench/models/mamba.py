@@ -85,8 +85,8 @@ def selective_scan(
 class StepwiseScan(torch.autograd.Function):
     """The recurrence one step at a time, with the adjoint recurrence as its backward.
 
-    Forward keeps every h_t (batch × time × inner × d_state floats, written once) and nothing
-    else; backward walks time in reverse with g = ∂L/∂h_t:
+    Forward keeps every h_t (batch × time × inner × d_state floats, written once) when a
+    gradient is needed, and nothing else; backward walks time in reverse with g = ∂L/∂h_t:
 
         g += ∂L/∂y_t ⊗ C_t;   ∂C_t = ∂y_t · h_t;   ∂(Δx)_t = g B_t;   ∂B_t = (Δx)_t · g
         q = g ⊙ exp(Δ_t A) ⊙ h_{t-1};  ∂Δ_t += Σ_n q A;  ∂A += Σ_batch q Δ_t;  g ⊙= exp(Δ_t A)
@@ -99,14 +99,16 @@ class StepwiseScan(torch.autograd.Function):
     def forward(ctx, x, dt, a, b, c, h0):
         batch, time, inner = x.shape
         u = dt * x
-        states = x.new_empty(batch, time, inner, a.shape[1])
+        keep = any(ctx.needs_input_grad)  # evaluation needs no state history
+        states = x.new_empty(batch, time, inner, a.shape[1]) if keep else None
         y = x.new_empty(batch, time, inner)
         h = h0 if h0 is not None else x.new_zeros(batch, inner, a.shape[1])
         for t in range(time):
             increment = u[:, t, :, None] * b[:, t, None, :]
-            h = torch.addcmul(increment, torch.exp(dt[:, t, :, None] * a), h, out=states[:, t])
+            decay = torch.exp(dt[:, t, :, None] * a)
+            h = torch.addcmul(increment, decay, h, out=states[:, t] if keep else None)
             torch.sum(h * c[:, t, None, :], -1, out=y[:, t])
-        if any(ctx.needs_input_grad):
+        if keep:
             ctx.save_for_backward(x, dt, a, b, c, h0, states)
         return y, h.clone()
 
