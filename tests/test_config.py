@@ -95,11 +95,14 @@ def test_resolved_fills_every_default_and_the_hash_follows_it(example: Path) -> 
     resolved = experiment.resolved()
     assert resolved["task"]["params"]["vocab_size"] == 16
     assert set(resolved["task"]["params"]) > {"vocab_size"}  # the task's own defaults
-    assert {"heads", "mlp_ratio", "positional"} <= set(resolved["model"]["params"])
+    layer = resolved["model"]["layers"][0]
+    assert layer["mixer"] == {"name": "attention", "heads": 4, "rope": False}
+    assert layer["feedforward"] == {"name": "mlp", "ratio": 4}
+    assert resolved["model"]["params"]["positional"] == "learned"
     assert resolved["train"]["grad_clip"] == 1.0 and resolved["eval"]["lengths"] == [16]
     digest = experiment.config_hash()
     assert len(digest) == 16 and int(digest, 16) >= 0
-    heads = resolved["model"]["params"]["heads"]
+    heads = layer["mixer"]["heads"]
     spelled_out = load_experiment(
         example, [f"model.params.heads={heads}", "train.schedule=cosine", "eval.lengths=[16]"]
     )
@@ -107,3 +110,110 @@ def test_resolved_fills_every_default_and_the_hash_follows_it(example: Path) -> 
     assert load_experiment(example, ["name=label"]).config_hash() == digest
     assert load_experiment(example, ["train.lr=0.002"]).config_hash() != digest
     assert load_experiment(example, ["train.seed=1"]).config_hash() != digest
+
+
+PINNED_HASH = "41a3073f818c2f7c"
+"""The hash of the README's documented example. If a change moves it, every stored run is
+orphaned (served no more): change it only on purpose, and say so in the commit."""
+
+
+def test_the_documented_example_has_its_pinned_hash(example: Path) -> None:
+    assert load_experiment(example).config_hash() == PINNED_HASH
+
+
+def test_the_resolved_config_is_a_config_with_the_same_hash(example: Path) -> None:
+    for overrides in ([], ["model.params.positional=rope"], ["model.name=hybrid",
+                      "model.layers=null", "model.params.mixers=[mamba, attention]"]):
+        experiment = load_experiment(example, overrides)
+        again = experiment_from_dict(experiment.resolved())
+        assert again.config_hash() == experiment.config_hash()
+        assert again.resolved() == experiment.resolved()
+
+
+def _hybrid(layers: list, **params: object) -> Experiment:
+    return experiment_from_dict({
+        "task": {"name": "index_lookup", "length": 16, "params": {"vocab_size": 16}},
+        "model": {"name": "hybrid", "width": 32, "layers": layers, "params": params},
+        "train": {"steps": 10, "batch_size": 8, "lr": 1e-3},
+    })
+
+
+def test_each_layer_resolves_its_own_mixer_defaults() -> None:
+    """Per-layer resolution: Mamba keeps its d_state 16 beside S4D's 64, and spelling out
+    64 for Mamba builds (and hashes as) a different model."""
+    implicit = _hybrid(["mamba", "s4d"])
+    explicit = _hybrid([{"mixer": {"name": "mamba", "d_state": 64}}, "s4d"])
+    states = [layer["mixer"]["d_state"] for layer in implicit.resolved()["model"]["layers"]]
+    assert states == [16, 64]
+    assert implicit.config_hash() != explicit.config_hash()
+    task = implicit.build_task()
+    sizes = {e.build_model(task).num_parameters() for e in (implicit, explicit)}
+    assert len(sizes) == 2
+    assert _hybrid(["mamba", {"mixer": "s4d"}]).config_hash() == implicit.config_hash()
+
+
+def test_a_keyword_two_mixer_kinds_take_must_be_given_per_layer() -> None:
+    with pytest.raises(SepbenchError, match="'d_state' is taken by both mamba and s4d; give it"):
+        _hybrid(["mamba", "s4d"], d_state=64)
+    routed = _hybrid(["mamba", "attention"], d_state=8, heads=2).resolved()["model"]["layers"]
+    assert routed[0]["mixer"]["d_state"] == 8 and routed[1]["mixer"]["heads"] == 2
+
+
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [
+        ([{"mixer": "mamba", "colour": 1}], "unknown layer field 'colour'; allowed: mixer"),
+        ([{"mixer": {"name": "mamba", "heads": 2}}], "mixer mamba has no parameter 'heads'"),
+        ([{"mixer": "nope"}], "unknown mixer 'nope'; known: "),
+        ([{"mixer": "mamba", "feedforward": "big"}], "feedforward must be one of mlp, "),
+        ([], "layers must list at least one layer"),
+    ],
+)
+def test_bad_layers_are_one_line(layers: list, message: str) -> None:
+    with pytest.raises(SepbenchError, match=message) as caught:
+        _hybrid(layers)
+    assert "\n" not in str(caught.value)
+
+
+def test_per_layer_feedforwards_and_positions_build_wens_hybrid() -> None:
+    """Wen et al.'s hybrid (papers.md §1): Mamba blocks without MLP, then one attention layer
+    with RoPE and SwiGLU; frozen sinusoidal token embeddings, RMSNorm."""
+    experiment = _hybrid(
+        ["mamba", "mamba", {"mixer": {"name": "attention", "rope": True}, "feedforward": "swiglu"}],
+        embedding="frozen_sinusoidal", norm="rmsnorm", positional="none",
+    )
+    model = experiment.build_model(experiment.build_task())
+    assert [b.feedforward is None for b in model.blocks] == [True, True, False]
+    assert type(model.blocks[2].feedforward).__name__ == "SwiGLU"
+    assert model.blocks[2].mixer.rope and model.positions is None
+    assert not model.embedding.weight.requires_grad
+
+
+def _mamba(layers: int, **model: object) -> Experiment:
+    return experiment_from_dict({
+        "task": {"name": "index_lookup", "length": 16, "params": {"vocab_size": 16}},
+        "model": {"name": "mamba", "width": 32, "layers": layers, **model},
+        "train": {"steps": 10, "batch_size": 8, "lr": 1e-3},
+    })
+
+
+def test_params_target_picks_the_closest_depth_and_the_layers_are_the_identity() -> None:
+    task = _mamba(1).build_task()
+    counts = {d: _mamba(d).build_model(task).num_parameters() for d in range(1, 6)}
+    near_four = _mamba(1, params_target=counts[4] + 10)
+    assert len(near_four.resolved()["model"]["layers"]) == 4
+    assert near_four.config_hash() == _mamba(4).config_hash()
+    near_three = _mamba(1, params_target=counts[3] + (counts[4] - counts[3]) // 4)
+    assert len(near_three.resolved()["model"]["layers"]) == 3
+
+
+def test_params_target_can_grow_the_width_instead() -> None:
+    task = _mamba(2).build_task()
+    target = 3 * _mamba(2).build_model(task).num_parameters()
+    widened = _mamba(2, params_target=target, grow="width")
+    width = widened.resolved()["model"]["width"]
+    achieved = widened.build_model(task).num_parameters()
+    for other in (width - 8, width + 8):
+        spec = {**widened.resolved()["model"], "width": other}
+        neighbour = experiment_from_dict({**widened.resolved(), "model": spec})
+        assert abs(achieved - target) <= abs(neighbour.build_model(task).num_parameters() - target)

@@ -237,6 +237,9 @@ def report(
 WorkersOption = Annotated[
     int | None, typer.Option(help="Worker processes (default: one per core).")
 ]
+SeedsOption = Annotated[
+    int | None, typer.Option(help="Run seeds 0..K-1 (replaces the spec's train.seed axis).")
+]
 
 
 @app.command("sweep")
@@ -246,19 +249,26 @@ def sweep_command(
     smoke: Annotated[bool, typer.Option(help="The spec's tiny version.")] = False,
     force: Annotated[bool, typer.Option(help="Rerun runs the store already has.")] = False,
     store: StoreOption = None,
+    seeds: SeedsOption = None,
 ) -> None:
     """Run a grid of experiments on a local pool of workers, through the store."""
-    run_sweep(spec, workers=workers, smoke=smoke, force=force, store=store)
+    run_sweep(spec, workers=workers, smoke=smoke, force=force, store=store, seeds=seeds)
 
 
 def run_sweep(
-    spec: str, *, workers: int | None, smoke: bool, force: bool, store: Path | None
+    spec: str,
+    *,
+    workers: int | None,
+    smoke: bool,
+    force: bool,
+    store: Path | None,
+    seeds: int | None = None,
 ) -> list[Any]:
     """Run a sweep, printing one line per finished run and the results table."""
-    from sepbench import sweep
+    from sepbench import sweep, sweep_spec
 
     opened = open_store(store)
-    experiments = sweep.expand(sweep.load_spec(spec), smoke=smoke)
+    experiments = sweep_spec.expand(sweep_spec.load(spec), smoke=smoke, seeds=seeds)
     typer.echo(f"{len(experiments)} runs, store {opened.path}")
     results = sweep.run_all(
         experiments,
@@ -279,11 +289,14 @@ def demo(
     out: Annotated[Path, typer.Option(help="Report directory.")] = Path("reports/demo"),
     force: Annotated[bool, typer.Option(help="Retrain even if stored.")] = False,
     store: StoreOption = None,
+    seeds: SeedsOption = None,
 ) -> None:
     """The main job: index lookup, Transformer vs LSTM vs Mamba (papers.md §2), with a report."""
     from sepbench.report import write_report
 
-    results = run_sweep("demo", workers=workers, smoke=smoke, force=force, store=store)
+    results = run_sweep(
+        "demo", workers=workers, smoke=smoke, force=force, store=store, seeds=seeds
+    )
     written = write_report(open_store(store), out, run_ids=[r.run_id for r in results])
     typer.echo(f"report: {written.html} ({len(written.figures)} figure files)")
 

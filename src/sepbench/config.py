@@ -19,8 +19,8 @@ on 500 examples, evaluation by teacher forcing at the task's own length.
 
 from __future__ import annotations
 
+import copy
 import hashlib
-import inspect
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,11 +28,12 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from sepbench import models, tasks
 from sepbench.errors import SepbenchError
-from sepbench.models.base import MIXERS, SequenceModel, resolve_mixers
+from sepbench.models.base import SequenceModel
+from sepbench.models.spec import match_parameters
 from sepbench.tasks.base import Task, task_class
 
 
@@ -49,12 +50,22 @@ class TaskConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """A model of the registry; ``params`` go to ``models.build`` (mixers, heads, mlp, ...)."""
+    """A model, in any short form of :func:`sepbench.models.resolve`: a family and a depth
+    (``{name: mamba, width: 64, layers: 2}``), a hybrid (``params: {mixers: [...]}``) or one
+    entry per layer (``layers: [{mixer: {name: mamba, d_state: 16}, feedforward: none}, ...]``).
+    ``params`` holds whole-model options and mixer keywords shared by the layers that take them.
 
-    name: str
+    ``params_target``: grow the model in depth (its first layer repeated) or width (``grow``)
+    to the size closest to this many parameters (Wen et al.'s matching, papers.md §1); the
+    chosen layers are what the resolved config records and the hash covers.
+    """
+
+    name: str | None = None
     width: int = Field(ge=1)
-    layers: int | None = Field(default=None, ge=1)
+    layers: int | list[str | dict[str, Any]] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    params_target: int | None = Field(default=None, ge=1)
+    grow: Literal["depth", "width"] = "depth"
 
 
 class TrainConfig(_Section):
@@ -109,6 +120,7 @@ class Experiment(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "bfloat16"] = "float32"
     name: str | None = None
+    _model_spec: dict[str, Any] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _build_once(self) -> Experiment:
@@ -147,29 +159,42 @@ class Experiment(_Section):
         _prefixed("task.length", task.validate_length, self.task.length)
         return task
 
+    def model_spec(self) -> dict[str, Any]:
+        """The model's fully resolved per-layer spec (:mod:`sepbench.models.spec`)."""
+        if self._model_spec is None:
+            config = self.model
+            if config.name is not None and config.name not in models.names():
+                raise SepbenchError(
+                    f"model.name: unknown model {config.name!r}; "
+                    f"known: {', '.join(models.names())}"
+                )
+            spec = _prefixed(
+                "model",
+                lambda: models.resolve(config.name, config.width, config.layers, config.params),
+            )
+            if config.params_target is not None:
+                vocab_size = len(self.build_task().vocab)
+                spec = _prefixed(
+                    "model.params_target",
+                    lambda: match_parameters(spec, vocab_size, config.params_target, config.grow),
+                )
+            self._model_spec = spec
+        return copy.deepcopy(self._model_spec)
+
     def build_model(self, task: Task) -> SequenceModel:
         """The model for ``task``'s vocabulary (errors name ``model.*``). Seed torch first."""
-        if self.model.name not in models.names():
-            raise SepbenchError(
-                f"model.name: unknown model {self.model.name!r}; "
-                f"known: {', '.join(models.names())}"
-            )
-        config = self.model
-        return _prefixed(
-            "model",
-            lambda: models.build(
-                config.name, len(task.vocab), config.width, config.layers, **config.params
-            ),
-        )
+        spec = self.model_spec()
+        return _prefixed("model", lambda: models.build_spec(spec, len(task.vocab)))
 
     # -- identity ------------------------------------------------------------------------
 
     def resolved(self) -> dict[str, Any]:
-        """The config with every default filled in: the task's and the model's parameters,
-        the evaluation lengths. This is what the store records and what the hash covers."""
+        """The config with every default filled in: the task's parameters, the model's
+        per-layer spec, the evaluation lengths. This is what the store records and what the
+        hash covers; it is itself a valid config with the same hash."""
         config = self.model_dump(mode="json")
         config["task"]["params"] = _jsonable(self.build_task().params)
-        config["model"]["params"] = _jsonable(_model_params(self.model))
+        config["model"] = _jsonable(self.model_spec())
         config["eval"]["lengths"] = self.eval_lengths
         return config
 
@@ -182,23 +207,6 @@ class Experiment(_Section):
         config.pop("name")
         canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def _model_params(config: ModelConfig) -> dict[str, Any]:
-    """``models.build``'s keyword defaults and those of the model's mixers, then the given."""
-    mixers = resolve_mixers(config.name, config.layers, config.params.get("mixers"))
-    defaults = _keyword_defaults(models.build)
-    for mixer in mixers:
-        defaults.update(_keyword_defaults(MIXERS[mixer]))
-    return {**defaults, **config.params}
-
-
-def _keyword_defaults(function: Any) -> dict[str, Any]:
-    return {
-        p.name: p.default
-        for p in inspect.signature(function).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty
-    }
 
 
 def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
@@ -224,7 +232,7 @@ def experiment_from_dict(data: object) -> Experiment:
     try:
         return Experiment.model_validate(data)
     except ValidationError as error:
-        raise _one_line(error) from None
+        raise SepbenchError(one_line(error)) from None
 
 
 def load_experiment(path: str | Path, overrides: Iterable[str] = ()) -> Experiment:
@@ -250,25 +258,38 @@ def load_experiment(path: str | Path, overrides: Iterable[str] = ()) -> Experime
 def apply_override(data: dict[str, Any], override: str) -> None:
     """Set ``data["a"]["b"] = value`` for ``override = "a.b=value"``, creating sections."""
     dotted, sep, text = override.partition("=")
-    keys = dotted.split(".")
-    if not sep or not all(keys):
+    if not sep:
         raise SepbenchError(f"--set takes key.path=value, got {override!r}")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SepbenchError(f"--set {dotted}: bad value {text!r} ({_first_line(error)})") from None
+    set_dotted(data, dotted, value, source="--set")
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any, *, source: str) -> None:
+    """Set ``data["a"]["b"] = value`` for ``dotted = "a.b"``, creating sections on the way.
+
+    The one dotted-path setter: ``--set``, sweep grids and ``variants`` all use it. ``source``
+    names the caller in the one-line error.
+    """
+    keys = dotted.split(".") if isinstance(dotted, str) else []
+    if not keys or not all(keys):
+        raise SepbenchError(f"{source}: a field path is dotted names (train.lr), got {dotted!r}")
     node = data
     for depth, key in enumerate(keys[:-1]):
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
-            raise SepbenchError(f"--set {dotted}: {'.'.join(keys[: depth + 1])} is not a section")
-    try:
-        node[keys[-1]] = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise SepbenchError(f"--set {dotted}: bad value {text!r} ({_first_line(error)})") from None
+            section = ".".join(keys[: depth + 1])
+            raise SepbenchError(f"{source} {dotted}: {section} is not a section")
+    node[keys[-1]] = value
 
 
 def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0]
 
 
-def _one_line(error: ValidationError) -> SepbenchError:
+def one_line(error: ValidationError, root: type[BaseModel] | None = None) -> str:
     """The first of pydantic's errors as ``field.path: what it accepts; got value``."""
     first = error.errors()[0]
     path = ".".join(str(part) for part in first["loc"])
@@ -276,20 +297,22 @@ def _one_line(error: ValidationError) -> SepbenchError:
     if isinstance(cause, SepbenchError):
         message = str(cause)
     elif first["type"] == "extra_forbidden":
-        message = f"{path}: unknown field; allowed: {', '.join(_fields_at(first['loc'][:-1]))}"
+        allowed = _fields_at(root or Experiment, first["loc"][:-1])
+        message = f"{path}: unknown field; allowed: {', '.join(allowed)}"
     elif first["type"] == "missing":
         message = f"{path}: required field missing"
     else:
         text = first["msg"].replace("Input should be", "must be")
         message = f"{path}: {text}; got {first['input']!r}"
     more = error.error_count() - 1
-    return SepbenchError(message + (f" (and {more} more)" if more else ""))
+    return message + (f" (and {more} more)" if more else "")
 
 
-def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
-    """Field names of the config section at ``loc`` (``()`` is the Experiment itself)."""
-    section: type[BaseModel] = Experiment
+def _fields_at(section: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """Field names of the config section at ``loc`` below ``section`` (``()``: itself)."""
     for part in loc:
+        if str(part) not in section.model_fields:
+            return []
         annotation = section.model_fields[str(part)].annotation
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []

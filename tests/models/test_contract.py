@@ -126,7 +126,7 @@ def test_unknown_model_and_parameter_fail_with_one_line() -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_shared_options(name: str) -> None:
-    frozen = tiny(name, frozen_sinusoidal_embedding=True, norm="rmsnorm", mlp=True)
+    frozen = tiny(name, embedding="frozen_sinusoidal", norm="rmsnorm", mlp=True)
     assert not frozen.embedding.weight.requires_grad
     assert frozen.head.weight is frozen.embedding.weight
     untied = tiny(name, tie_head=False, mlp=False)

@@ -1,6 +1,8 @@
 """The model zoo: one chunk-and-state contract, pure PyTorch (../shared/design.md).
 
-``build(name, vocab_size, width, layers, **params)`` builds a model; ``names()`` lists them.
+``build(name, vocab_size, width, layers, **params)`` builds a model from a short form;
+``resolve`` turns a short form into the per-layer spec ``build_spec`` builds from (spec.py);
+``names()`` lists the models.
 Every module in this package registers its mixers on import.
 """
 
@@ -12,14 +14,13 @@ from sepbench.models.base import (
     Mixer,
     ModelState,
     SequenceModel,
-    build,
-    names,
     register_feedforward,
     register_mixer,
 )
+from sepbench.models.spec import build, build_spec, names, resolve
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base":
+    if _module.name not in ("base", "spec"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
@@ -28,7 +29,9 @@ __all__ = [
     "ModelState",
     "SequenceModel",
     "build",
+    "build_spec",
     "names",
     "register_feedforward",
     "register_mixer",
+    "resolve",
 ]

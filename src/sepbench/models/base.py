@@ -14,7 +14,6 @@ A :class:`SequenceModel` is embedding -> blocks (norm -> mixer -> residual, norm
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from sepbench.errors import SepbenchError, check_choice, check_int, unknown_name
+from sepbench.errors import SepbenchError
 
 
 class Mixer(nn.Module):
@@ -219,120 +218,3 @@ class SequenceModel(nn.Module):
         return sum(
             p.numel() for p in self.parameters() if p.requires_grad or not trainable_only
         )
-
-
-# -- the registry --------------------------------------------------------------------------
-
-MODEL_TO_MIXER = {"transformer": "attention"}
-POSITIONAL = ("learned", "sinusoidal", "rope", "none")
-
-
-def names() -> list[str]:
-    """Model names: one per mixer (``transformer`` for attention), and ``hybrid``."""
-    mixer_to_model = {v: k for k, v in MODEL_TO_MIXER.items()}
-    return sorted([mixer_to_model.get(m, m) for m in MIXERS] + ["hybrid"])
-
-
-def mixer_params(cls: type[Mixer]) -> set[str]:
-    return {
-        p.name
-        for p in inspect.signature(cls).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-
-
-def resolve_mixers(name: str, layers: int | None, mixers: list[str] | None) -> list[str]:
-    if name == "hybrid":
-        if not mixers:
-            raise SepbenchError("hybrid: give mixers=[...], e.g. ['mamba', 'mamba', 'attention']")
-        for mixer in mixers:
-            if mixer not in MIXERS:
-                raise unknown_name("mixer", mixer, MIXERS)
-        if layers is not None and layers != len(mixers):
-            raise SepbenchError(f"hybrid: layers={layers} but {len(mixers)} mixers were given")
-        return list(mixers)
-    if mixers is not None:
-        raise SepbenchError(f"{name}: mixers=[...] is only for the hybrid model")
-    if name not in names():
-        raise unknown_name("model", name, names())
-    check_int(name, "layers", layers, 1, 256)
-    return [MODEL_TO_MIXER.get(name, name)] * layers
-
-
-def build(
-    name: str,
-    vocab_size: int,
-    width: int,
-    layers: int | None = None,
-    *,
-    mixers: list[str] | None = None,
-    mlp: bool | str | None = None,
-    mlp_ratio: int = 4,
-    norm: str = "layernorm",
-    tie_head: bool = True,
-    frozen_sinusoidal_embedding: bool = False,
-    positional: str | None = None,
-    max_length: int = 2048,
-    **params: Any,
-) -> SequenceModel:
-    """Build model ``name`` (see :func:`names`); ``params`` go to every mixer that accepts them.
-
-    ``mlp``: None uses each mixer's default feed-forward; False none; True the mixer's default
-    (``mlp`` where it has none); or a feed-forward name (``mlp``, ``swiglu``, ...).
-    ``positional`` (default ``learned`` when a mixer ``needs_positions``, else ``none``).
-    """
-    kinds = resolve_mixers(name, layers, mixers)
-    check_int(name, "vocab_size", vocab_size, 2)
-    check_int(name, "width", width, 1, 65536)
-    check_int(name, "mlp_ratio", mlp_ratio, 1, 64)
-    check_int(name, "max_length", max_length, 1)
-    check_choice(name, "norm", norm, NORMS)
-    classes = [MIXERS[kind] for kind in kinds]
-    unordered = any(cls.needs_positions for cls in classes)
-    positional = positional or ("learned" if unordered else "none")
-    check_choice(name, "positional", positional, POSITIONAL)
-    if positional == "rope":
-        if "attention" not in kinds:
-            raise SepbenchError(f"{name}: positional=rope needs an attention mixer")
-        params["rope"] = True
-    accepted = set().union(*(mixer_params(cls) for cls in classes))
-    for key in params:
-        if key not in accepted:
-            raise SepbenchError(
-                f"{name}: unknown parameter {key!r}; allowed: "
-                f"{', '.join(sorted(accepted | _MODEL_OPTIONS))}"
-            )
-    blocks = []
-    for cls in classes:
-        own = {k: v for k, v in params.items() if k in mixer_params(cls)}
-        feedforward = _feedforward(name, mlp, cls.default_feedforward, width, mlp_ratio)
-        blocks.append(Block(cls(width, **own), feedforward, width, norm))
-    return SequenceModel(
-        vocab_size,
-        width,
-        blocks,
-        norm=norm,
-        tie_head=tie_head,
-        frozen_sinusoidal_embedding=frozen_sinusoidal_embedding,
-        positional="none" if positional == "rope" else positional,
-        max_length=max_length,
-    )
-
-
-_MODEL_OPTIONS = {
-    "mixers", "mlp", "mlp_ratio", "norm", "tie_head", "frozen_sinusoidal_embedding",
-    "positional", "max_length",
-}
-
-
-def _feedforward(
-    name: str, mlp: bool | str | None, default: str | None, width: int, ratio: int
-) -> nn.Module | None:
-    if mlp is False or (mlp is None and default is None):
-        return None
-    kind = (default or "mlp") if mlp is None or mlp is True else mlp
-    check_choice(name, "mlp", kind, [*FEEDFORWARDS, True, False])
-    factory = FEEDFORWARDS[kind]
-    return factory(width, ratio) if "ratio" in inspect.signature(factory).parameters else factory(
-        width
-    )
