@@ -127,6 +127,25 @@ def models_command(
         )
 
 
+@app.command("check-mixer")
+def check_mixer_command(
+    mixer: Annotated[str, typer.Argument(help="package.module:Class, file.py:Class or a name.")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Constructor keyword k=v (repeatable).")
+    ] = None,
+) -> None:
+    """Check a mixer class against the contract; exit 1 if any check fails."""
+    from sepbench.mixer_check import check_mixer
+
+    checks = check_mixer(mixer, parse_assignments(param, "--param"))
+    for check in checks:
+        typer.echo(f"{'✓' if check.passed else '✗'} {check.name}: {check.measured}")
+    failed = sum(not check.passed for check in checks)
+    typer.echo(f"{mixer}: {len(checks) - failed} of {len(checks)} checks passed")
+    if failed:
+        raise typer.Exit(1)
+
+
 @app.command("run")
 def run_command(
     config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],

@@ -163,7 +163,8 @@ class Experiment(_Section):
         """The model's fully resolved per-layer spec (:mod:`sepbench.models.spec`)."""
         if self._model_spec is None:
             config = self.model
-            if config.name is not None and config.name not in models.names():
+            known = config.name is None or config.name in models.names() or ":" in config.name
+            if not known:
                 raise SepbenchError(
                     f"model.name: unknown model {config.name!r}; "
                     f"known: {', '.join(models.names())}"

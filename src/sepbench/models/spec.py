@@ -19,7 +19,8 @@ it alone. A spec is itself a valid short form, so resolving it again changes not
 - a family and a depth: ``resolve("mamba", 64, 2, {"d_state": 8})``;
 - ``hybrid`` with ``params["mixers"] = ["mamba", "mamba", "attention"]``;
 - a list of layers, each a mixer name or ``{"mixer": name or {name, **params},
-  "feedforward": ...}``.
+  "feedforward": ...}``. A mixer name may be an import path (``package.module:Class`` or
+  ``file.py:Class``, :mod:`sepbench.models.external`).
 
 A mixer keyword given once for the whole model (``params``) goes to the layers whose mixer
 takes it. When mixers of two different kinds take it (``d_state`` for Mamba and S4D), the value
@@ -43,6 +44,7 @@ from sepbench.models.base import (
     Mixer,
     SequenceModel,
 )
+from sepbench.models.external import is_import_path, load_class
 
 MODEL_TO_MIXER = {"transformer": "attention"}
 POSITIONAL = ("learned", "sinusoidal", "rope", "none")
@@ -129,7 +131,7 @@ def _layer_entries(
         return [_entry(owner, mixer) for mixer in mixers]
     if mixers is not None:
         raise SepbenchError(f"{owner}: mixers=[...] is only for the hybrid model")
-    if name is None or name not in names():
+    if name is None or not (name in names() or is_import_path(name)):
         raise unknown_name("model", str(name), names())
     check_int(name, "layers", layers, 1, 256)
     return [_entry(owner, MODEL_TO_MIXER.get(name, name)) for _ in range(layers)]
@@ -150,9 +152,17 @@ def _entry(owner: str, layer: Any) -> dict[str, Any]:
         )
     mixer = layer["mixer"]
     mixer = {"name": mixer} if isinstance(mixer, str) else dict(mixer or {})
-    if mixer.get("name") not in MIXERS:
-        raise unknown_name("mixer", str(mixer.get("name")), MIXERS)
+    mixer_class(str(mixer.get("name")))
     return {**layer, "mixer": mixer}
+
+
+def mixer_class(name: str) -> type[Mixer]:
+    """A registered mixer, or a class from an import path (:mod:`sepbench.models.external`)."""
+    if is_import_path(name):
+        return load_class(name)
+    if name not in MIXERS:
+        raise unknown_name("mixer", name, MIXERS)
+    return MIXERS[name]
 
 
 def _route_shared(
@@ -183,7 +193,7 @@ def _model_options(owner: str, kinds: list[str], given: dict[str, Any]) -> dict[
     check_choice(owner, "embedding", options["embedding"], EMBEDDINGS)
     check_choice(owner, "norm", options["norm"], NORMS)
     check_int(owner, "max_length", options["max_length"], 1)
-    unordered = any(MIXERS[kind].needs_positions for kind in kinds)
+    unordered = any(getattr(mixer_class(kind), "needs_positions", False) for kind in kinds)
     positional = options["positional"] or ("learned" if unordered else "none")
     check_choice(owner, "positional", positional, POSITIONAL)
     if positional == "rope" and "attention" not in kinds:
@@ -205,7 +215,7 @@ def _resolve_layer(
             f"{owner}: mixer {kind} has no parameter {sorted(unknown)[0]!r}; allowed: "
             f"{', '.join(sorted(_mixer_keywords(kind))) or 'none'}"
         )
-    mixer = {"name": kind, **keyword_defaults(MIXERS[kind]), **given}
+    mixer = {"name": kind, **keyword_defaults(mixer_class(kind)), **given}
     choice = entry["feedforward"] if "feedforward" in entry else shared.get("mlp")
     ratio = shared.get("mlp_ratio", 4)
     return {"mixer": mixer, "feedforward": _resolve_feedforward(owner, kind, choice, ratio)}
@@ -215,7 +225,7 @@ def _resolve_feedforward(
     owner: str, kind: str, choice: Any, ratio: int
 ) -> dict[str, Any] | None:
     """``None`` (the mixer's default), False/"none" (none), True, a name, or a dict."""
-    default = MIXERS[kind].default_feedforward
+    default = getattr(mixer_class(kind), "default_feedforward", "mlp")
     if choice is False or choice == "none" or (choice is None and default is None):
         return None
     if choice is None or choice is True:
@@ -235,7 +245,7 @@ def _resolve_feedforward(
 
 
 def _mixer_keywords(kind: str) -> set[str]:
-    return set(keyword_defaults(MIXERS[kind]))
+    return set(keyword_defaults(mixer_class(kind)))
 
 
 def _family(kinds: list[str]) -> str:
@@ -254,7 +264,7 @@ def build_spec(spec: dict[str, Any], vocab_size: int) -> SequenceModel:
     blocks = []
     for layer in spec["layers"]:
         mixer_params = dict(layer["mixer"])
-        mixer: Mixer = MIXERS[mixer_params.pop("name")](width, **mixer_params)
+        mixer: Mixer = mixer_class(mixer_params.pop("name"))(width, **mixer_params)
         feedforward = None
         if layer["feedforward"] is not None:
             ff_params = dict(layer["feedforward"])
