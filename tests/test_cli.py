@@ -62,12 +62,16 @@ def test_export_writes_jsonl_that_round_trips(tmp_path: Path) -> None:
     args = ["--n", "5", "--length", "12", "--seed", "3", "--param", "vocab_size=8"]
     result = sepbench("export", "index_lookup", *args, "--out", str(out))
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"wrote 5 examples to {out} (jsonl)")
+    assert json.loads((out.parent / "lookup.vocab.json").read_text())["[PAD]"] == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     task = tasks.get("index_lookup", vocab_size=8)
     batch = task.sample(np.random.default_rng(3), 5, 12)
     assert len(records) == 5
     for i, record in enumerate(records):
-        assert set(record) == {"prompt", "completion", "answer", "tokens"}
+        assert set(record) == {
+            "prompt", "completion", "answer", "tokens", "loss_mask", "prompt_length"
+        }
         assert record["tokens"] == batch.tokens[i, : batch.lengths[i]].tolist()
         assert task.vocab.text(record["tokens"]) == f"{record['prompt']} {record['completion']}"
         assert record["answer"] == batch.answers[i]
@@ -82,6 +86,8 @@ def test_export_writes_jsonl_that_round_trips(tmp_path: Path) -> None:
         (["sample", "index_lookup", "--param", "colour=red"], "unknown parameter 'colour'"),
         (["sample", "index_lookup", "--param", "novalue"], "key=value"),
         (["runs", "--format", "xml"], "table, csv, json"),
+        (["runs", "--format", "parquet"], "--format parquet writes to --out FILE"),
+        (["export", "parity", "--out", "x.txt"], "cannot tell the format from 'x.txt'"),
         (["runs", "--status", "sleeping"], "running, done, diverged, failed"),
         (["show", "999"], "no run with id 999"),
         (["sweep", "no_such_preset"], "presets: demo"),

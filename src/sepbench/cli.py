@@ -72,29 +72,25 @@ def sample(
 @app.command()
 def export(
     task: str,
-    out: Annotated[Path, typer.Option(help="Output JSONL file.")],
+    out: Annotated[Path, typer.Option(help="Output file (.jsonl, .parquet) or hf folder.")],
+    format_: Annotated[
+        str | None,
+        typer.Option("--format", help="jsonl, parquet or hf (default: from OUT's suffix)."),
+    ] = None,
     n: Annotated[int, typer.Option(help="Number of examples.")] = 1000,
     length: Annotated[int | None, typer.Option(help="Task length (default: task minimum).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     param: ParamOption = None,
 ) -> None:
-    """Write one JSON object per example (prompt, completion, answer, tokens) to OUT."""
+    """Write examples (prompt, completion, answer, token ids, loss mask) and the vocabulary."""
+    from sepbench.export import export as export_examples
+
     built = tasks.get(task, **parse_assignments(param, "--param"))
-    length = built.min_length if length is None else length
-    batch = built.sample(np.random.default_rng(seed), n, length)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    with partial.open("w") as handle:
-        for i in range(len(batch)):
-            record = {
-                "prompt": built.vocab.text(batch.prompt(i)),
-                "completion": built.vocab.text(batch.completion(i)),
-                "answer": batch.answers[i],
-                "tokens": batch.tokens[i, : batch.lengths[i]].tolist(),
-            }
-            handle.write(json.dumps(record) + "\n")
-    partial.replace(out)
-    typer.echo(f"wrote {len(batch)} examples to {out}")
+    written = export_examples(built, out, n=n, length=length, seed=seed, format=format_)
+    typer.echo(
+        f"wrote {written.examples} examples to {written.path} ({written.format}), "
+        f"vocabulary {written.vocab_path}"
+    )
 
 
 StoreOption = Annotated[
