@@ -177,11 +177,22 @@ def runs_command(
     task: Annotated[str | None, typer.Option(help="Only runs of this task.")] = None,
     model: Annotated[str | None, typer.Option(help="Only runs of this model.")] = None,
     status: Annotated[str | None, typer.Option(help="running, done, diverged or failed.")] = None,
-    format_: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    format_: Annotated[
+        str, typer.Option("--format", help="table, csv, json or parquet.")
+    ] = "table",
+    out: Annotated[Path | None, typer.Option(help="Output file (--format parquet).")] = None,
     store: StoreOption = None,
 ) -> None:
-    """List stored runs."""
-    check_choice("runs", "--format", format_, ("table", "csv", "json"))
+    """List stored runs (parquet: one row per run, every config field a column, to --out)."""
+    check_choice("runs", "--format", format_, ("table", "csv", "json", "parquet"))
+    if (format_ == "parquet") != (out is not None):
+        raise SepbenchError("runs: --format parquet writes to --out FILE; the others print")
+    if format_ == "parquet":
+        from sepbench.analysis import results, write_parquet
+
+        frame = results(open_store(store), task=task, model=model, status=status)
+        typer.echo(f"wrote {len(frame)} runs to {write_parquet(frame, out)}")
+        return
     records = open_store(store).runs(task=task, model=model, status=status)
     if format_ == "json":
         typer.echo(json.dumps([r.to_dict() for r in records], indent=2))
