@@ -76,6 +76,8 @@ class TrainConfig(_Section):
     ``train_lengths``: ``task`` samples the task's training length distribution (e.g. index
     lookup's k ~ U{10..N}); ``fixed`` trains at exactly ``task.length``.
     ``early_stop``: stop once validation accuracy reaches this value (None: never).
+    ``log``: ``tensorboard`` also writes the training scalars as TensorBoard events
+    (:mod:`sepbench.training_log`); a log does not change the result, so the hash leaves it out.
     """
 
     steps: int = Field(ge=1)
@@ -92,6 +94,7 @@ class TrainConfig(_Section):
     early_stop: float | None = Field(default=None, gt=0, le=1)
     val_interval: int = Field(default=250, ge=1)
     val_examples: int = Field(default=500, ge=1)
+    log: Literal["none", "tensorboard"] = "none"
 
     @model_validator(mode="after")
     def _betas_in_range(self) -> TrainConfig:
@@ -202,10 +205,11 @@ class Experiment(_Section):
     def config_hash(self) -> str:
         """sha256 of the canonical JSON of :meth:`resolved`, first 16 hex digits.
 
-        ``name`` is left out: it labels a run and does not change its result.
+        ``name`` and ``train.log`` are left out: they do not change the result.
         """
         config = self.resolved()
         config.pop("name")
+        config["train"].pop("log")
         canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

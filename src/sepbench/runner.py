@@ -34,6 +34,7 @@ from sepbench.train import (
     seed_everything,
     train,
 )
+from sepbench.training_log import training_log
 
 
 @dataclass
@@ -69,7 +70,10 @@ def run(
     device = resolve_device(experiment.device)
     run_id = store.start(config_hash, experiment.resolved(), {"device": str(device)})
     try:
-        status, metrics, info, curve = _execute(experiment, device, run_dir, on_progress)
+        log_dir = run_dir / "tensorboard" / f"run-{run_id}"
+        with training_log(experiment, log_dir, on_progress) as (progress, log_record):
+            status, metrics, info, curve = _execute(experiment, device, run_dir, progress)
+        metrics.update(log_record)
     except BaseException as error:
         store.fail(run_id, f"{type(error).__name__}: {error}")
         raise

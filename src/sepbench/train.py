@@ -71,7 +71,8 @@ def seed_everything(seed: int, device: torch.device) -> None:
 
 @dataclass
 class ProgressEvent:
-    """What a progress display needs; ``val_accuracy`` is None between validation points."""
+    """What a progress display needs; ``val_accuracy`` is None between validation points;
+    ``lr`` is the learning rate after ``step`` (the next update's)."""
 
     step: int
     steps: int
@@ -79,6 +80,7 @@ class ProgressEvent:
     val_accuracy: float | None
     tokens_per_s: float
     eta_s: float
+    lr: float
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -152,7 +154,7 @@ def train(
             _record_validation(result, step, accuracy, config.early_stop, model, optimizer, run_dir)
         result.curve.append({"step": step, "loss": mean_loss, "val_accuracy": accuracy})
         if on_progress is not None:
-            on_progress(clock.event(step, mean_loss, accuracy))
+            on_progress(clock.event(step, mean_loss, accuracy, schedule.get_last_lr()[0]))
         if result.status == "diverged" or result.steps_to_threshold is not None:
             break
     result.tokens_per_s, result.wall_time_s = clock.tokens_per_s(), clock.wall_time_s()
@@ -320,6 +322,6 @@ class _Clock:
     def tokens_per_s(self) -> float:
         return self.tokens / max(self.wall_time_s() - self.paused_s, 1e-9)
 
-    def event(self, step: int, loss: float, accuracy: float | None) -> ProgressEvent:
+    def event(self, step: int, loss: float, accuracy: float | None, lr: float) -> ProgressEvent:
         eta = self.wall_time_s() / step * (self.steps - step)
-        return ProgressEvent(step, self.steps, loss, accuracy, self.tokens_per_s(), eta)
+        return ProgressEvent(step, self.steps, loss, accuracy, self.tokens_per_s(), eta, lr)
