@@ -22,7 +22,9 @@
   layers differ, their values in layer order joined by ``+``, as text), and
   ``model.params.*`` (embedding, positions, norm...). The whole config is in ``config`` (JSON);
 - metrics: a number stays one column (``best_val_accuracy``, ``steps_run``); a per-length map
-  becomes one column per length, ``test_accuracy@100``;
+  becomes one column per length, ``test_accuracy@100``, and one column at the run's own
+  ``task.length``, ``test_accuracy`` (the length it trained for; the demo's table is
+  ``runs.pivot_table(index="model.mixers", columns="task.length", values="test_accuracy")``);
 - sizes and provenance: ``num_parameters``, ``state_size``, ``wall_time_s``, ``tokens_per_s``,
   ``device``, ``git_sha``, ``package_version``, ``torch_version``, ``python_version``,
   ``host``, ``pid``, ``started_at`` and ``finished_at`` (UTC timestamps), ``error``.
@@ -168,7 +170,7 @@ def _row(record: RunRecord) -> dict[tuple[Any, ...], dict[str, Any]]:
         for k, v in config.items()
         if not isinstance(v, dict) and k != "name"
     }
-    groups[(3,)] = metric_columns(record.metrics)
+    groups[(3,)] = metric_columns(record.metrics, config.get("task", {}).get("length"))
     groups[(4,)] = {k: getattr(record, k) for k in SIZE_COLUMNS + PROVENANCE_COLUMNS}
     groups[(5,)] = {"config": json.dumps(config, sort_keys=True)}
     return groups
@@ -222,12 +224,13 @@ def _shared_keywords(entries: list[dict[str, Any]], prefix: str) -> dict[str, An
     return columns
 
 
-def metric_columns(metrics: dict[str, Any]) -> dict[str, Any]:
+def metric_columns(metrics: dict[str, Any], own_length: int | None = None) -> dict[str, Any]:
     """A number stays one column; a map (length -> accuracy) becomes ``name@key`` columns,
-    lengths in numeric order."""
+    lengths in numeric order, and ``name``, its value at ``own_length`` (None if absent)."""
     columns: dict[str, Any] = {}
     for name, value in metrics.items():
         if isinstance(value, dict):
+            columns[name] = value.get(str(own_length))
             for key in sorted(value, key=_numeric_first):
                 columns[f"{name}@{key}"] = value[key]
         else:
