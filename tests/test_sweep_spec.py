@@ -73,6 +73,18 @@ claims: []
     assert len(expand(spec)) == 4
 
 
+def test_a_variant_may_set_a_whole_section_that_other_axes_refine(tmp_path: Path) -> None:
+    text = SPEC.replace("  task.length: [8, 12]\n", "") .replace(
+        "grid:\n", "grid:\n  model.width: [8, 24]\n"
+    )
+    text = text.replace("{model.name: lstm, train.lr: 0.003}",
+                        "{model: {name: lstm, width: 16, layers: 2}}")
+    widths = [(e.model.name, e.model.width, e.model.layers) for e in expand(load(
+        write(tmp_path, "s.yaml", text)))]
+    assert widths == [("transformer", 8, 1), ("lstm", 8, 2), ("transformer", 24, 1),
+                      ("lstm", 24, 2)]
+
+
 def test_every_preset_loads_and_expands(tmp_path: Path) -> None:
     for name in preset_names():
         assert expand(load(name), smoke=True), name

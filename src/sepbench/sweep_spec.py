@@ -80,7 +80,8 @@ def expand(
 
 
 def _points(grid: dict[str, list[Any]], fixed: dict[str, Any]) -> list[list[tuple[str, Any]]]:
-    """Each grid point as (dotted field, value) settings, variants spelled out."""
+    """Each grid point as (dotted field, value) settings: the variant's first (it may set a
+    whole section, e.g. ``model``), then the other axes, then the fixed smoke fields."""
     points = []
     for values in itertools.product(*grid.values()):
         settings: list[tuple[str, Any]] = []
@@ -88,7 +89,7 @@ def _points(grid: dict[str, list[Any]], fixed: dict[str, Any]) -> list[list[tupl
             if dotted != "variants":
                 settings.append((dotted, value))
             elif isinstance(value, dict):
-                settings.extend(value.items())
+                settings[:0] = value.items()
             else:
                 raise SepbenchError(f"sweep grid: each variant is a mapping, got {value!r}")
         points.append(settings)

@@ -29,11 +29,11 @@ is ambiguous and must be given per layer: one dict is never broadcast over diffe
 
 from __future__ import annotations
 
+import functools
 import inspect
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
-
-import torch
 
 from sepbench.errors import SepbenchError, check_choice, check_int, unknown_name
 from sepbench.models.base import (
@@ -261,25 +261,26 @@ def build_spec(spec: dict[str, Any], vocab_size: int) -> SequenceModel:
     """The model a (resolved) spec describes, for a vocabulary of ``vocab_size`` tokens."""
     check_int(spec["name"], "vocab_size", vocab_size, 2)
     width, options = spec["width"], spec["params"]
-    blocks = []
-    for layer in spec["layers"]:
-        mixer_params = dict(layer["mixer"])
-        mixer: Mixer = mixer_class(mixer_params.pop("name"))(width, **mixer_params)
-        feedforward = None
-        if layer["feedforward"] is not None:
-            ff_params = dict(layer["feedforward"])
-            feedforward = FEEDFORWARDS[ff_params.pop("name")](width, **ff_params)
-        blocks.append(Block(mixer, feedforward, width, options["norm"]))
     return SequenceModel(
         vocab_size,
         width,
-        blocks,
+        [_block(layer, width, options["norm"]) for layer in spec["layers"]],
         norm=options["norm"],
         tie_head=options["tie_head"],
         frozen_sinusoidal_embedding=options["embedding"] == "frozen_sinusoidal",
         positional=options["positional"],
         max_length=options["max_length"],
     )
+
+
+def _block(layer: dict[str, Any], width: int, norm: str) -> Block:
+    mixer_params = dict(layer["mixer"])
+    mixer: Mixer = mixer_class(mixer_params.pop("name"))(width, **mixer_params)
+    feedforward = None
+    if layer["feedforward"] is not None:
+        ff_params = dict(layer["feedforward"])
+        feedforward = FEEDFORWARDS[ff_params.pop("name")](width, **ff_params)
+    return Block(mixer, feedforward, width, norm)
 
 
 def build(
@@ -290,9 +291,25 @@ def build(
 
 
 def count_parameters(spec: dict[str, Any], vocab_size: int) -> int:
-    """Parameters of the model a spec describes, counted without allocating its weights."""
-    with torch.device("meta"):
-        return build_spec(spec, vocab_size).num_parameters()
+    """Parameters of the model a spec describes; each distinct layer is built once (cached),
+    so growing a model layer by layer costs one layer per step."""
+    shell = json.dumps({**spec, "layers": []}, sort_keys=True)
+    norm = spec["params"]["norm"]
+    return _shell_parameters(shell, vocab_size) + sum(
+        _layer_parameters(json.dumps(layer, sort_keys=True), spec["width"], norm)
+        for layer in spec["layers"]
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _shell_parameters(shell: str, vocab_size: int) -> int:
+    """Embedding, position table, final norm and head: the model without its layers."""
+    return build_spec(json.loads(shell), vocab_size).num_parameters()
+
+
+@functools.lru_cache(maxsize=1024)
+def _layer_parameters(layer: str, width: int, norm: str) -> int:
+    return sum(p.numel() for p in _block(json.loads(layer), width, norm).parameters())
 
 
 def match_parameters(
