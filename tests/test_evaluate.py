@@ -288,6 +288,23 @@ def test_without_the_retriever_the_blind_oracle_fails(is_tree: tuple[Task, Batch
     assert accuracy(seeing, no_retriever, batch, "generate") == 1.0
 
 
+@pytest.mark.parametrize(
+    "params",
+    [{"name": "index_lookup", "max_length": 20}, {"name": "associative_recall", "num_queries": 3}],
+    ids=["index_lookup", "associative_recall"],
+)
+def test_the_live_retriever_solves_the_lookup_tasks_for_a_blind_oracle(params: dict) -> None:
+    """The oracle cannot see the retrieved symbol: only the retriever can hand it in."""
+    name, params = params["name"], {k: v for k, v in params.items() if k != "name"}
+    task = tasks.get(name, mode="retrieval", **params)
+    batch = task.sample(np.random.default_rng(4), 8, 12)
+    blind = oracle(batch, len(task.vocab), blind=True)
+    assert scores(blind, task, batch, "generate", length=12) == {"exact": 1.0, "answer": 1.0}
+    no_retriever = copy.copy(task)
+    no_retriever.search_ids = None
+    assert accuracy(blind, no_retriever, batch, "generate", length=12) == 0.0
+
+
 # -- accuracy and evaluate ------------------------------------------------------------------------
 
 

@@ -22,8 +22,8 @@ MODES: dict[str, list[dict]] = {
     "multiplication": [{"cot": True}, {"filler": True}],
     "parity": [{"cot": True}, {"filler": True}],
     "state_tracking": [{"cot": True}, {"filler": True}],
-    "associative_recall": [{"num_queries": 4}],
-    "index_lookup": [{"last_queries": 0.25}],
+    "associative_recall": [{"num_queries": 4}, {"mode": "retrieval", "num_queries": 3}],
+    "index_lookup": [{"last_queries": 0.25}, {"mode": "retrieval", "last_queries": 0.25}],
 }
 
 
@@ -136,13 +136,21 @@ def test_final_answer_is_the_stored_answer_and_ignores_the_trace(config: tuple[s
             if not task.traced:
                 continue
             assert task.solution(prompt) == batch.answers[i]
-            for token in range(1, len(task.vocab)):
-                wrong = np.r_[token, completion[1:]]
-                if token != completion[0] and task.final_answer(wrong) == batch.answers[i]:
-                    assert task.answer_check(prompt, wrong) and not task.check(prompt, wrong)
-                    trace_corrupted += 1
-                    break
+            wrong = next(trace_corruptions(task, completion, batch.answers[i]), None)
+            if wrong is not None:
+                assert task.answer_check(prompt, wrong) and not task.check(prompt, wrong)
+                trace_corrupted += 1
     assert trace_corrupted > 0 or not task.traced
+
+
+def trace_corruptions(task: tasks.Task, completion: np.ndarray, answer: str):
+    """Completions with one token changed that keep the final answer (a corrupted trace)."""
+    for position in range(len(completion)):
+        for token in range(1, len(task.vocab)):
+            wrong = completion.copy()
+            wrong[position] = token
+            if token != completion[position] and task.final_answer(wrong) == answer:
+                yield wrong
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
