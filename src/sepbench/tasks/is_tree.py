@@ -227,9 +227,7 @@ class IsTree(Task):
         keep = np.concatenate([k for _, k in steps], axis=1)
         counts = keep.sum(axis=1)
         traces = np.zeros((batch, int(counts.max())), np.int64)
-        hit_rows, hit_columns = np.nonzero(keep)
-        place = np.cumsum(keep, axis=1)[hit_rows, hit_columns] - 1
-        traces[hit_rows, place] = slots[hit_rows, hit_columns]
+        traces[np.arange(traces.shape[1]) < counts[:, None]] = slots[keep]  # both row-major
         return traces, counts
 
     def _step_slots(
@@ -273,7 +271,7 @@ class IsTree(Task):
         order = np.argsort(node * edges + np.tile(np.arange(edges), 2), axis=1)
         node, other = np.take_along_axis(node, order, 1), np.take_along_axis(other, order, 1)
         same = node[:, 1:] == node[:, :-1]  # the next entry is the same node's next neighbour
-        table = np.full((batch, n, n + 1), NO_NODE, np.int16)
+        table = np.full((batch, n, n + 1), NO_NODE, np.int8 if n < 128 else np.int16)
         rows = np.arange(batch)[:, None]
         table[rows, node[:, :-1], other[:, :-1]] = np.where(same, other[:, 1:], NO_NODE)
         heads_b, heads_j = np.nonzero(np.concatenate([np.ones((batch, 1), bool), ~same], axis=1))
