@@ -19,8 +19,8 @@ Determinism and sharing:
   :class:`DatasetSpec`, :data:`GENERATOR_VERSION` and a fingerprint of the task's generator
   (two examples drawn with seed 0), so two runs share it and a changed generator misses it;
   the directory is written under a temporary name and renamed into place, so a killed build
-  leaves no half-written set and concurrent builders of one set agree. Deleting the cache is
-  always safe.
+  leaves no half-written set (at most a ``*.partial-*`` folder that nothing reads) and
+  concurrent builders of one set agree. Deleting the cache is always safe.
 """
 
 from __future__ import annotations
