@@ -8,7 +8,8 @@ asserted): at most 2 GB stored and at most 5 minutes on 2 cores for 1M examples 
 Besides the build it times the task's generator alone on one core (``task.sample`` of one
 chunk, the padded int64 path), reloading the stored set, and drawing a training batch of 64
 from it. The set is written to a temporary directory (``--dir`` keeps it), so every run
-builds from scratch. BLAS/OpenMP and torch are limited to one thread per process.
+builds from scratch. BLAS/OpenMP are limited to one thread per process, and freed memory is
+kept for reuse (``sepbench.cpu``), as in a training run.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from sepbench import datasets, tasks
+from sepbench.cpu import keep_freed_memory
 from timing import seconds
 
 GB = 1e9
@@ -45,6 +47,7 @@ def main() -> None:
     parser.add_argument("--mode", default="retrieval", help="IsTree mode: none, cot, retrieval")
     parser.add_argument("--dir", type=Path, help="build here and keep the set (default: temp)")
     args = parser.parse_args()
+    keep_freed_memory()  # as sepbench.run does before training (sepbench.cpu)
     task = tasks.get("is_tree", mode=args.mode, max_nodes=max(64, args.nodes))
     spec = datasets.DatasetSpec(task.name, task.params, args.nodes, True, 0, args.size)
     print(f"is_tree mode={args.mode} N={args.nodes}: {args.size:,} examples, "

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from sepbench.cpu import keep_freed_memory
 from sepbench.errors import SepbenchError, check_int
 from sepbench.tasks.base import Batch, Task
 
@@ -223,7 +224,8 @@ def _search_end(task: Task) -> int | None:
 
 
 def _chunks(task: Task, spec: DatasetSpec, workers: int) -> Iterator[_Chunk]:
-    """The chunks of ``spec`` in order, generated here or in ``workers`` processes."""
+    """The chunks of ``spec`` in order, generated here or in ``workers`` processes (which
+    keep freed memory for reuse, ``sepbench.cpu``: the chunks' large temporaries)."""
     check_int("dataset", "size", spec.size, 1)
     check_int("dataset", "chunk", spec.chunk, 1)
     check_int("dataset", "workers", workers, 1)
@@ -231,7 +233,10 @@ def _chunks(task: Task, spec: DatasetSpec, workers: int) -> Iterator[_Chunk]:
     if workers == 1 or count == 1:
         yield from map(_chunk, repeat(task), repeat(spec), range(count))
         return
-    with ProcessPoolExecutor(min(workers, count), mp_context=get_context("spawn")) as pool:
+    spawn = get_context("spawn")
+    with ProcessPoolExecutor(
+        min(workers, count), mp_context=spawn, initializer=keep_freed_memory
+    ) as pool:
         yield from pool.map(_chunk, repeat(task), repeat(spec), range(count))
 
 

@@ -135,8 +135,8 @@ def test_root_on_a_cycle_stops_the_retrieval_trace() -> None:
     """Node 0 has no parent record; reaching it from a non-parent is a cycle (papers.md §1)."""
     task = tasks.get("is_tree", mode="retrieval")
     prompt = prompt_ids(task, "1 - 0 2 - 1 2 - 0")
-    traces, counts = task._search_traces(np.array([[1, 2, 2]]), np.array([[0, 1, 0]]), 4)
-    trace = traces[0, : counts[0]].tolist()
+    slots, written = task._search_steps(np.array([[1, 2, 2]]), np.array([[0, 1, 0]]), 4)
+    trace = slots[0][written[0]].tolist()
     words = task.vocab.decode(trace)
     assert words[-5:] == ["[STARTSEARCH]", "0", "~", "[ENDSEARCH]", "[FAILED]"]
     assert task.check(prompt, [*trace, *task.vocab.ids(["[EOS]", "[FALSE]"])])

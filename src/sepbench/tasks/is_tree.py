@@ -163,30 +163,32 @@ class IsTree(Task):
     ) -> Batch:
         """Prompts, then the retrieval traces, ``[EOS]`` and the labels; the token after each
         ``[ENDSEARCH]`` is retrieved, hence not trained."""
-        traces, counts = self._search_traces(big, small, big.shape[1] + 1)
+        slots, written = self._search_steps(big, small, big.shape[1] + 1)
         batch, prompt_len = prompts.shape
-        rows = np.arange(batch)
-        completions = np.zeros((batch, traces.shape[1] + 2), np.int64)
-        completions[:, : traces.shape[1]] = traces
-        completions[rows, counts], completions[rows, counts + 1] = self.eos, labels
-        tokens = np.concatenate([prompts, completions], axis=1)
+        rows, traced = np.arange(batch), prompt_len + written.sum(axis=1)
+        tokens = np.zeros((batch, int(traced.max()) + 2), np.int64)
+        tokens[:, :prompt_len] = prompts
         columns = np.arange(tokens.shape[1])
-        lengths = prompt_len + counts + 2
+        in_trace = (columns >= prompt_len) & (columns < traced[:, None])
+        tokens[in_trace] = slots[written]  # both row-major: each row's trace in order
+        tokens[rows, traced], tokens[rows, traced + 1] = self.eos, labels
         retrieved = np.zeros(tokens.shape, bool)
-        retrieved[:, prompt_len + 1 :] = completions[:, :-1] == self.end
+        retrieved[:, 1:] = (tokens[:, :-1] == self.end) & in_trace[:, :-1]
+        lengths = traced + 2
         loss_mask = (columns >= prompt_len) & (columns < lengths[:, None]) & ~retrieved
         return Batch(tokens, loss_mask, np.full(batch, prompt_len, np.int64), lengths, answers)
 
-    def _search_traces(
+    def _search_steps(
         self, big: np.ndarray, small: np.ndarray, n: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The retrieval DFS of papers.md §1 for a batch of graphs: traces (B, W) right-padded
-        token ids, and their lengths (B,). Searches are answered from the adjacency.
+        """The retrieval DFS of papers.md §1 for a batch of graphs, searches answered from the
+        adjacency: each step's candidate tokens (B, 26 * steps) and which of them were written
+        (same shape); ``slots[b][written[b]]`` is trace b.
 
-        Every row takes the same step at once (one stack top, at most 26 tokens written;
-        finished rows write nothing), so the Python loop runs at most 2N - 1 times per batch;
-        the written tokens are left-compacted once at the end. The checker (:meth:`_replay`)
-        re-derives a trace through the retriever, one example at a time.
+        Every row takes the same step at once (one stack top, at most 26 tokens; finished
+        rows write nothing), so the Python loop runs at most 2N - 1 times per batch. The
+        checker (:meth:`_replay`) re-derives a trace through the retriever, one example at a
+        time.
         """
         batch, rows = len(big), np.arange(len(big))
         after = self._next_neighbours(big, small, n)
@@ -223,12 +225,10 @@ class IsTree(Task):
             prev = np.where(active & ~cycle, v, prev)
             active &= ~cycle & (depth > 0)
             depth = np.maximum(depth, 1)
-        slots = np.concatenate([s for s, _ in steps], axis=1)
-        keep = np.concatenate([k for _, k in steps], axis=1)
-        counts = keep.sum(axis=1)
-        traces = np.zeros((batch, int(counts.max())), np.int64)
-        traces[np.arange(traces.shape[1]) < counts[:, None]] = slots[keep]  # both row-major
-        return traces, counts
+        return (
+            np.concatenate([s for s, _ in steps], axis=1),
+            np.concatenate([k for _, k in steps], axis=1),
+        )
 
     def _step_slots(
         self,
