@@ -7,9 +7,11 @@ asserted): at most 2 GB stored and at most 5 minutes on 2 cores for 1M examples 
 
 Besides the build it times the task's generator alone on one core (``task.sample`` of one
 chunk, the padded int64 path), reloading the stored set, and drawing a training batch of 64
-from it. The set is written to a temporary directory (``--dir`` keeps it), so every run
-builds from scratch. BLAS/OpenMP are limited to one thread per process, and freed memory is
-kept for reuse (``sepbench.cpu``), as in a training run.
+from it. On a shared machine the wall time depends on the load; the CPU time of the build (all
+processes) divided by the workers is what idle cores would take. The set is written to a
+temporary directory (``--dir`` keeps it), so every run builds from scratch. BLAS/OpenMP are
+limited to one thread per process, and freed memory is kept for reuse (``sepbench.cpu``), as
+in a training run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ os.environ["MKL_NUM_THREADS"] = "1"
 os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 import argparse
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +36,13 @@ from timing import seconds
 
 GB = 1e9
 TARGET_BYTES, TARGET_SECONDS = 2 * GB, 300.0
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the worker processes)."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                         resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def disk_bytes(folder: Path) -> int:
@@ -59,9 +69,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         cache = args.dir or Path(scratch)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         dataset = datasets.load_or_build(task, spec, cache, workers=args.workers)
-        build_s = time.perf_counter() - start
+        build_s, build_cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
         stored = disk_bytes(cache)
         start = time.perf_counter()
         dataset = datasets.load_or_build(task, spec, cache)
@@ -74,6 +84,8 @@ def main() -> None:
     verdict_b = "ok" if stored <= TARGET_BYTES else "OVER"
     print(f"build (generate + write):    {build_s:>10.1f} s   "
           f"{args.size / build_s:,.0f} examples/s  {verdict_s} (target {TARGET_SECONDS:.0f} s)")
+    print(f"build CPU time (all processes): {build_cpu:>7.1f} s   on {args.workers} idle core(s) "
+          f"about {build_cpu / args.workers:.0f} s; load average now {os.getloadavg()[0]:.1f}")
     print(f"stored:                      {stored / GB:>10.3f} GB  {stored / args.size:,.0f} "
           f"bytes/example  {verdict_b} (target {TARGET_BYTES / GB:.0f} GB)")
     print(f"tokens:                      {tokens:>10,}     mean {tokens / args.size:,.1f} per "
