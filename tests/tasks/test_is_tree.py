@@ -232,3 +232,13 @@ def test_check_rejects_malformed_prompts() -> None:
     assert not task.check(prompt_ids(task, "3 ~ 2 5 - 3 4 - 2 7 - 3 3 - 0 6 - 4 3 - 1"), completion)
     assert not task.check(prompt_ids(task, "9 - 2 5 - 3 4 - 2 7 - 3 3 - 0 6 - 4 3 - 1"), completion)
     assert not task.check(prompt_ids(task, EXAMPLE_EDGES)[1:], completion)
+
+
+def test_retrieval_traces_at_the_papers_largest_size_pass_the_checker() -> None:
+    """N = 64 (papers.md §1): the lockstep generator against the checker's replay."""
+    task = tasks.get("is_tree", mode="retrieval")
+    batch = task.sample(np.random.default_rng(7), 6, 64)
+    for i in range(len(batch)):
+        assert task.check(batch.prompt(i), batch.completion(i))
+    trees = [i for i in range(len(batch)) if batch.answers[i] == "[TRUE]"]
+    assert trees and all(batch.lengths[i] - batch.prompt_lengths[i] > 1000 for i in trees)
