@@ -105,7 +105,9 @@ class IndexLookup(Task):
     ``mode: retrieval`` (Wen et al.'s in-context RAG, papers.md §1, applied to this task):
     the completion is ``[STARTSEARCH] @p [ENDSEARCH] <s_p> s_p``; the retriever answers
     ``@p`` with the p-th symbol of the context, so the model only has to copy the query and
-    then the retrieved symbol.
+    then the retrieved symbol. Measured at N = 100 (|Σ| = 64, last_queries 0.25, batch 64, lr
+    1e-3): a one-layer LSTM of width 64 reached 1.000 by free generation with the live
+    retriever after 400 steps, and 0.028 without retrieval after 1,000 steps (chance 0.016).
     """
 
     name = "index_lookup"
