@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from sepbench import datasets
 from sepbench import train as train_module
+from sepbench import training_sets
 from sepbench.config import Experiment, experiment_from_dict
 from sepbench.tasks.base import Batch
 from sepbench.train import (
@@ -109,8 +109,8 @@ def test_fixed_dataset_is_visited_in_shuffled_epochs(tmp_path: Path) -> None:
     task = config.build_task()
     batches = _training_batches(config, task, data_streams(0).train)
     epochs = [[next(batches) for _ in range(3)] for _ in range(2)]
-    spec = datasets.DatasetSpec("dyck", task.params, 8, True, 0, 24)
-    everything = datasets.build(task, spec).batch(np.arange(24))
+    spec = training_sets.TrainingSetSpec("dyck", task.params, 8, True, 0, 24)
+    everything = training_sets.build(task, spec).batch(np.arange(24))
     examples = sorted(rows(everything))
     seen = [rows(b) for b in epochs[0]], [rows(b) for b in epochs[1]]
     for epoch in seen:

@@ -15,7 +15,7 @@ Choices the papers leave open, decided here:
   test distribution), scored in the experiment's evaluation mode, every ``val_interval``
   steps and after the last step;
 - a fixed training set (``dataset_size``) is visited in shuffled epochs, each epoch's order
-  drawn from the seed and the epoch number (:mod:`sepbench.datasets`);
+  drawn from the seed and the epoch number (:mod:`sepbench.training_sets`);
 - weight decay, when set, applies to every trainable parameter;
 - ``bfloat16`` is autocast mixed precision: weights and optimizer state stay float32;
 - a non-finite training loss stops the run as ``diverged`` (checked every
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sepbench import datasets, evaluate
+from sepbench import evaluate, training_sets
 from sepbench.config import Experiment
 from sepbench.tasks.base import Batch, Task
 
@@ -123,7 +123,7 @@ def train(
     device = next(model.parameters()).device
     streams = data_streams(config.seed)
     validation = _validation_set(experiment, task, streams.validation)
-    batches = _training_batches(experiment, task, streams.train, datasets.cache_dir(run_dir))
+    batches = _training_batches(experiment, task, streams.train, training_sets.cache_dir(run_dir))
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=config.lr,
@@ -199,20 +199,20 @@ def _training_batches(
 ) -> Iterator[Batch]:
     """Fresh batches every step, or shuffled epochs over a fixed set (``dataset_size``) drawn
     once from the seed: stored in ``cache`` and shared by the runs that ask for it, or built
-    in memory without one (:mod:`sepbench.datasets`; the batch at step s is a function of
+    in memory without one (:mod:`sepbench.training_sets`; the batch at step s is a function of
     the seed and s, so ``TrainingSet.batches(size, seed, start_step=s)`` resumes there)."""
     config, length = experiment.train, experiment.task.length
     varied = config.train_lengths == "task"
     if config.dataset_size is None:
         while True:
             yield task.sample(rng, config.batch_size, length, train=varied)
-    spec = datasets.DatasetSpec(
+    spec = training_sets.TrainingSetSpec(
         task.name, task.params, length, varied, config.seed, config.dataset_size
     )
     if cache is None:
-        dataset = datasets.build(task, spec)
+        dataset = training_sets.build(task, spec)
     else:
-        dataset = datasets.load_or_build(task, spec, cache)
+        dataset = training_sets.load_or_build(task, spec, cache)
     yield from dataset.batches(config.batch_size, config.seed)
 
 

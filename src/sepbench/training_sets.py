@@ -16,7 +16,7 @@ Determinism and sharing:
   rebuilt without replaying the steps before it (:meth:`TrainingSet.batches` takes the step
   to start from; resuming needs no RNG state);
 - on disk (:func:`load_or_build`) a set lives in one directory named by the hash of its
-  :class:`DatasetSpec`, :data:`GENERATOR_VERSION` and a fingerprint of the task's generator
+  :class:`TrainingSetSpec`, :data:`GENERATOR_VERSION` and a fingerprint of the task's generator
   (two examples drawn with seed 0), so two runs share it and a changed generator misses it;
   the directory is written under a temporary name and renamed into place, so a killed build
   leaves no half-written set (at most a ``*.partial-*`` folder that nothing reads) and
@@ -55,7 +55,7 @@ TRAIN_STREAM = 0  # the training stream's index in SeedSequence(seed).spawn(3)
 
 
 @dataclass(frozen=True)
-class DatasetSpec:
+class TrainingSetSpec:
     """What determines a training set: the task (name and resolved parameters), its length,
     whether lengths follow the task's training distribution (``varied``), the seed, the size
     and the chunk size."""
@@ -178,7 +178,7 @@ def derived_loss_mask(
 # -- building -------------------------------------------------------------------------------
 
 
-def build(task: Task, spec: DatasetSpec, *, workers: int = 1) -> TrainingSet:
+def build(task: Task, spec: TrainingSetSpec, *, workers: int = 1) -> TrainingSet:
     """Generate the set of ``spec`` in memory (``workers`` processes; same set for any)."""
     chunks = list(_chunks(task, spec, workers))
     table: dict[str, int] = {}
@@ -193,7 +193,7 @@ def build(task: Task, spec: DatasetSpec, *, workers: int = 1) -> TrainingSet:
 
 
 def load_or_build(
-    task: Task, spec: DatasetSpec, cache: str | Path, *, workers: int = 1
+    task: Task, spec: TrainingSetSpec, cache: str | Path, *, workers: int = 1
 ) -> TrainingSet:
     """The set of ``spec`` from ``cache``, generated and stored there first if missing.
 
@@ -206,9 +206,10 @@ def load_or_build(
 
 
 def cache_dir(run_dir: str | Path) -> Path:
-    """Where training sets are stored: ``$SEPBENCH_DATASETS`` if set, else ``datasets/``
-    beside the store's ``checkpoints/`` folder that holds ``run_dir``."""
-    return Path(os.environ.get("SEPBENCH_DATASETS") or Path(run_dir).parent.parent / "datasets")
+    """Where training sets are stored: ``$SEPBENCH_TRAINING_SETS`` if set, else
+    ``training_sets/`` beside the store's ``checkpoints/`` folder that holds ``run_dir``."""
+    beside_store = Path(run_dir).parent.parent / "training_sets"
+    return Path(os.environ.get("SEPBENCH_TRAINING_SETS") or beside_store)
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -223,7 +224,7 @@ def _search_end(task: Task) -> int | None:
     return None if task.search_ids is None else task.search_ids[1]
 
 
-def _chunks(task: Task, spec: DatasetSpec, workers: int) -> Iterator[_Chunk]:
+def _chunks(task: Task, spec: TrainingSetSpec, workers: int) -> Iterator[_Chunk]:
     """The chunks of ``spec`` in order, generated here or in ``workers`` processes (which
     keep freed memory for reuse, ``sepbench.cpu``: the chunks' large temporaries)."""
     check_int("dataset", "size", spec.size, 1)
@@ -240,7 +241,7 @@ def _chunks(task: Task, spec: DatasetSpec, workers: int) -> Iterator[_Chunk]:
         yield from pool.map(_chunk, repeat(task), repeat(spec), range(count))
 
 
-def _chunk(task: Task, spec: DatasetSpec, index: int) -> _Chunk:
+def _chunk(task: Task, spec: TrainingSetSpec, index: int) -> _Chunk:
     """Chunk ``index``: ``task.sample`` from its own seed, flattened; the loss mask checked."""
     rng = np.random.default_rng(_seed(spec.seed, DATA, index))
     count = min(spec.chunk, spec.size - index * spec.chunk)
@@ -273,7 +274,7 @@ def _offsets(lengths: Sequence[np.ndarray]) -> np.ndarray:
     return offsets
 
 
-def _write(task: Task, spec: DatasetSpec, folder: Path, workers: int) -> None:
+def _write(task: Task, spec: TrainingSetSpec, folder: Path, workers: int) -> None:
     """Generate into a temporary sibling directory, then rename it to ``folder``."""
     partial = folder.with_name(f"{folder.name}.partial-{uuid.uuid4().hex[:8]}")
     partial.mkdir(parents=True)

@@ -1,7 +1,7 @@
 """Building a fixed training set at Wen et al.'s scale (papers.md §1): 1M IsTree examples with
-retrieval traces at N = 64, generated, stored and reloaded by ``sepbench.datasets``.
+retrieval traces at N = 64, generated, stored and reloaded by ``sepbench.training_sets``.
 
-Run with ``python benchmarks/dataset_build.py [--size S] [--workers W] [--nodes N]
+Run with ``python benchmarks/training_set_build.py [--size S] [--workers W] [--nodes N]
 [--mode M] [--dir DIR]``. Prints; never asserts. Targets set by the issue (measured here, not
 asserted): at most 2 GB stored and at most 5 minutes on 2 cores for 1M examples at N = 64.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sepbench import datasets, tasks
+from sepbench import tasks, training_sets
 from sepbench.cpu import keep_freed_memory
 from timing import seconds
 
@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     keep_freed_memory()  # as sepbench.run does before training (sepbench.cpu)
     task = tasks.get("is_tree", mode=args.mode, max_nodes=max(64, args.nodes))
-    spec = datasets.DatasetSpec(task.name, task.params, args.nodes, True, 0, args.size)
+    spec = training_sets.TrainingSetSpec(task.name, task.params, args.nodes, True, 0, args.size)
     print(f"is_tree mode={args.mode} N={args.nodes}: {args.size:,} examples, "
           f"{args.workers} worker process(es), chunks of {spec.chunk}, numpy {np.__version__}")
 
@@ -70,11 +70,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         cache = args.dir or Path(scratch)
         start, cpu_start = time.perf_counter(), cpu_seconds()
-        dataset = datasets.load_or_build(task, spec, cache, workers=args.workers)
+        dataset = training_sets.load_or_build(task, spec, cache, workers=args.workers)
         build_s, build_cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
         stored = disk_bytes(cache)
         start = time.perf_counter()
-        dataset = datasets.load_or_build(task, spec, cache)
+        dataset = training_sets.load_or_build(task, spec, cache)
         load_s = time.perf_counter() - start
         batches = dataset.batches(64, seed=0)
         batch_s = seconds(lambda: next(batches), 20)
