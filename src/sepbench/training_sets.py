@@ -16,11 +16,12 @@ Determinism and sharing:
   rebuilt without replaying the steps before it (:meth:`TrainingSet.batches` takes the step
   to start from; resuming needs no RNG state);
 - on disk (:func:`load_or_build`) a set lives in one directory named by the hash of its
-  :class:`TrainingSetSpec`, :data:`GENERATOR_VERSION` and a fingerprint of the task's generator
-  (two examples drawn with seed 0), so two runs share it and a changed generator misses it;
-  the directory is written under a temporary name and renamed into place, so a killed build
-  leaves no half-written set (at most a ``*.partial-*`` folder that nothing reads) and
-  concurrent builders of one set agree. Deleting the cache is always safe.
+  :class:`TrainingSetSpec`, :data:`GENERATOR_VERSION` and a fingerprint of the task's
+  generator (the tokens and answers of two examples drawn with seed 0), so two runs share it
+  and a changed generator misses it; the directory is written under a temporary name and
+  renamed into place, so a killed build leaves no half-written set (at most a
+  ``*.partial-*`` folder that nothing reads) and concurrent builders of one set agree.
+  Deleting the cache is always safe.
 """
 
 from __future__ import annotations
@@ -70,11 +71,12 @@ class TrainingSetSpec:
 
     def key(self, task: Task) -> str:
         """Hash of the spec, :data:`GENERATOR_VERSION` and the generator's fingerprint."""
-        fingerprint = task.sample(np.random.default_rng(0), 2, self.length, train=self.varied)
+        drawn = task.sample(np.random.default_rng(0), 2, self.length, train=self.varied)
+        fingerprint = drawn.tokens.tobytes() + "\n".join(drawn.answers).encode()
         identity = {
             **asdict(self),
             "version": GENERATOR_VERSION,
-            "fingerprint": hashlib.sha256(fingerprint.tokens.tobytes()).hexdigest(),
+            "fingerprint": hashlib.sha256(fingerprint).hexdigest(),
         }
         canonical = json.dumps(identity, sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
