@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from sepbench import models, tasks
 from sepbench.errors import SepbenchError
-from sepbench.evaluate import QUERY_CAP, accuracy, evaluate, generate
+from sepbench.evaluate import QUERY_CAP, accuracy, evaluate, evaluate_metrics, generate, scores
 from sepbench.models.base import MIXERS, ModelState
 from sepbench.tasks.base import Batch, Task, Vocab
 
@@ -288,6 +288,23 @@ def test_without_the_retriever_the_blind_oracle_fails(is_tree: tuple[Task, Batch
     assert accuracy(seeing, no_retriever, batch, "generate") == 1.0
 
 
+@pytest.mark.parametrize(
+    "params",
+    [{"name": "index_lookup", "max_length": 20}, {"name": "associative_recall", "num_queries": 3}],
+    ids=["index_lookup", "associative_recall"],
+)
+def test_the_live_retriever_solves_the_lookup_tasks_for_a_blind_oracle(params: dict) -> None:
+    """The oracle cannot see the retrieved symbol: only the retriever can hand it in."""
+    name, params = params["name"], {k: v for k, v in params.items() if k != "name"}
+    task = tasks.get(name, mode="retrieval", **params)
+    batch = task.sample(np.random.default_rng(4), 8, 12)
+    blind = oracle(batch, len(task.vocab), blind=True)
+    assert scores(blind, task, batch, "generate", length=12) == {"exact": 1.0, "answer": 1.0}
+    no_retriever = copy.copy(task)
+    no_retriever.search_ids = None
+    assert accuracy(blind, no_retriever, batch, "generate", length=12) == 0.0
+
+
 # -- accuracy and evaluate ------------------------------------------------------------------------
 
 
@@ -326,3 +343,48 @@ def test_evaluate_reports_each_length_on_fresh_test_batches(mode: str) -> None:
         batch_size=2,
     )
     assert result == {3: 1.0, 6: 0.0}
+
+
+# -- the answer metric --------------------------------------------------------------------------
+
+
+def replaying(batch: Batch, vocab_size: int, completions: list[list[int]]) -> FunctionModel:
+    """Emits ``completions[b]`` after prompt b, one token per step, whatever it is fed."""
+    by_prompt = {tuple(batch.prompt(b).tolist()): c for b, c in enumerate(completions)}
+
+    def next_token(seen: list[int]) -> int:
+        for prompt, completion in by_prompt.items():
+            k = len(seen) - len(prompt)
+            if tuple(seen[: len(prompt)]) == prompt and k < len(completion):
+                return completion[k]
+        return 0
+
+    return FunctionModel(vocab_size, next_token)
+
+
+def test_answer_metric_judges_the_label_after_the_trace_only() -> None:
+    task = tasks.get("is_tree", mode="cot")
+    batch = task.sample(np.random.default_rng(5), 8, 6)
+    flip = {task.true: task.false, task.false: task.true}
+    completions = [batch.completion(b).tolist() for b in range(len(batch))]
+    for b in (0, 1, 2):  # a wrong trace, the right label
+        completions[b][1] = completions[b][0]
+    for b in (3, 4):  # the right trace, the wrong label
+        completions[b][-1] = flip[completions[b][-1]]
+    completions[5] = completions[5][:-2] + completions[5][-1:]  # no [EOS]: no answer
+    model = replaying(batch, len(task.vocab), completions)
+    assert scores(model, task, batch, "generate", length=6) == {"exact": 2 / 8, "answer": 5 / 8}
+    assert scores(model, task, batch, "teacher_forced") == {"exact": 2 / 8}
+
+
+@pytest.mark.parametrize("mode", ["teacher_forced", "generate"])
+def test_evaluate_metrics_reports_answer_only_when_generating(mode: str) -> None:
+    task = Reverse()
+    model = reverse_solver(task, up_to=4)
+    kwargs = {"lengths": [3, 6], "examples": 5, "mode": mode, "batch_size": 2}
+    result = evaluate_metrics(model, task, rng=np.random.default_rng(0), **kwargs)
+    expected = {"exact": {3: 1.0, 6: 0.0}}
+    if mode == "generate":  # Reverse has no trace: its answer is its completion
+        expected["answer"] = expected["exact"]
+    assert result == expected
+    assert evaluate(model, task, rng=np.random.default_rng(0), **kwargs) == expected["exact"]

@@ -80,6 +80,18 @@ def test_a_finished_run_is_stored_and_served(store: Store) -> None:
     assert (again.run_id, again.cached, again.metrics) == (first.run_id, True, first.metrics)
 
 
+def test_generation_stores_the_answer_metric_beside_exact(store: Store) -> None:
+    """Dyck with its stack CoT, judged by generation: ``answer`` scores the label alone."""
+    task, judged = {**TINY["task"], "params": {"cot": True}}, {**TINY["eval"], "mode": "generate"}
+    traced = experiment_from_dict({**TINY, "task": task, "eval": judged})
+    result = sepbench.run(traced, store=store)
+    exact, answer = result.metrics["test_accuracy"], result.metrics["test_answer_accuracy"]
+    assert set(exact) == set(answer) == {8, 12}
+    assert all(answer[n] >= exact[n] for n in exact)
+    assert sepbench.run(traced, store=store).metrics == result.metrics  # served with int keys
+    assert "test_answer_accuracy" not in sepbench.run(tiny(), store=store).metrics
+
+
 def test_identical_runs_give_identical_metrics(store: Store) -> None:
     first = sepbench.run(tiny(), store=store)
     second = sepbench.run(tiny(), store=store, force=True)

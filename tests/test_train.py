@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from sepbench import train as train_module
+from sepbench import training_sets
 from sepbench.config import Experiment, experiment_from_dict
+from sepbench.tasks.base import Batch
 from sepbench.train import (
     ProgressEvent,
     TrainResult,
@@ -102,15 +104,25 @@ def test_a_nan_loss_stops_the_run_as_diverged(
     assert all(torch.isfinite(p).all() for p in model.parameters())  # best weights restored
 
 
-def test_fixed_dataset_is_visited_in_shuffled_epochs() -> None:
+def test_fixed_dataset_is_visited_in_shuffled_epochs(tmp_path: Path) -> None:
     config = experiment(dataset_size=24, batch_size=8)
     task = config.build_task()
     batches = _training_batches(config, task, data_streams(0).train)
-    epoch = [next(batches) for _ in range(3)]
-    seen = [tuple(r[:n]) for b in epoch for r, n in zip(b.tokens, b.lengths)]
-    dataset = task.sample(data_streams(0).train, 24, 8, train=True)
-    assert sorted(seen) == sorted(tuple(r[:n]) for r, n in zip(dataset.tokens, dataset.lengths))
-    assert len(set(seen)) > 12  # not one example repeated
+    epochs = [[next(batches) for _ in range(3)] for _ in range(2)]
+    spec = training_sets.TrainingSetSpec("dyck", task.params, 8, True, 0, 24)
+    everything = training_sets.build(task, spec).batch(np.arange(24))
+    examples = sorted(rows(everything))
+    seen = [rows(b) for b in epochs[0]], [rows(b) for b in epochs[1]]
+    for epoch in seen:
+        assert sorted(r for batch in epoch for r in batch) == examples
+    assert seen[0] != seen[1] and len(set(examples)) > 12  # reshuffled; not one example
+    cached = _training_batches(config, task, data_streams(1).train, cache=tmp_path)
+    assert [rows(next(cached)) for _ in range(3)] == seen[0]  # the seed decides, not the stream
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def rows(batch: Batch) -> list[tuple[int, ...]]:
+    return [tuple(r[:n].tolist()) for r, n in zip(batch.tokens, batch.lengths)]
 
 
 def test_warmup_then_cosine_to_zero_or_constant() -> None:

@@ -1,14 +1,23 @@
 """Evaluation: teacher-forced exact match, greedy free generation, and the live retriever.
 
-Three entry points, one meaning of "correct": an example counts only when it is right in full.
+Two metrics, one per meaning of "correct":
 
-- :func:`accuracy` scores one :class:`~sepbench.tasks.base.Batch`, either teacher-forced
-  (argmax at every supervised position equals the target) or by free generation judged by
-  ``task.check``, the task's own independent solver.
+- ``exact``: the example is right in full, trace and answer. Teacher-forced, the argmax at
+  every supervised position equals the target; generated, ``task.check`` (the task's own
+  independent solver) accepts the whole completion.
+- ``answer``: the generated completion's final answer is right, whatever its trace
+  (``task.answer_check``; Wen et al.'s metric, papers.md §1: decode to the first ``[EOS]``,
+  then the label). For a task without a trace it equals ``exact``. It is a generation metric:
+  teacher forcing feeds the gold trace, so it has no ``answer``.
+
+Entry points:
+
+- :func:`accuracy` scores one :class:`~sepbench.tasks.base.Batch` (``exact``);
+  :func:`scores` gives every metric of the mode from one decoding.
 - :func:`generate` is batched greedy decoding that carries the model state: the prompts are fed
   once and then one token per step, never re-running the prefix.
-- :func:`evaluate` samples fresh test batches at each length (length generalisation,
-  papers.md §3) and reports the per-length accuracy.
+- :func:`evaluate_metrics` samples fresh test batches at each length (length generalisation,
+  papers.md §3) and reports each metric per length; :func:`evaluate` is its ``exact`` part.
 
 Live in-context retrieval (papers.md §1): Wen et al. insert oracle search results while
 training and their published code runs no retriever at evaluation time. Here, when a task has
@@ -47,7 +56,7 @@ def accuracy(
     *,
     length: int | None = None,
 ) -> float:
-    """Fraction of the batch's examples that are fully correct.
+    """Fraction of the batch's examples that are fully correct (``exact``).
 
     ``teacher_forced``: one forward pass over the padded batch; an example is correct when the
     argmax at every position where ``loss_mask[:, 1:]`` is True equals the next token (retrieved
@@ -60,15 +69,32 @@ def accuracy(
     completion is longer than the task's own, and it keeps validation of an untrained model
     that never stops cheap).
     """
+    return scores(model, task, batch, mode, length=length)["exact"]
+
+
+def scores(
+    model: nn.Module,
+    task: Task,
+    batch: Batch,
+    mode: str = "teacher_forced",
+    *,
+    length: int | None = None,
+) -> dict[str, float]:
+    """Every metric of ``mode`` on one batch: ``exact`` (see :func:`accuracy`), and with
+    ``generate`` also ``answer`` (``task.answer_check`` on the same completions)."""
     check_choice("accuracy", "mode", mode, MODES)
     if len(batch) == 0:
         raise SepbenchError("accuracy: batch must hold at least 1 example")
     if mode == "teacher_forced":
-        return _teacher_forced(model, batch)
+        return {"exact": _teacher_forced(model, batch)}
     prompts = [batch.prompt(i) for i in range(len(batch))]
     cap = None if length is not None else int((batch.lengths - batch.prompt_lengths).max())
     completions = generate(model, task, prompts, max_new_tokens=cap, length=length)
-    return float(np.mean([task.check(p, c) for p, c in zip(prompts, completions)]))
+    pairs = list(zip(prompts, completions))
+    return {
+        "exact": float(np.mean([task.check(p, c) for p, c in pairs])),
+        "answer": float(np.mean([task.answer_check(p, c) for p, c in pairs])),
+    }
 
 
 def generate(
@@ -125,7 +151,24 @@ def evaluate(
     rng: np.random.Generator,
     batch_size: int = 256,
 ) -> dict[int, float]:
-    """Accuracy at each test length on ``examples`` freshly sampled test examples.
+    """``exact`` accuracy at each test length (:func:`evaluate_metrics`)."""
+    return evaluate_metrics(
+        model, task, lengths=lengths, examples=examples, mode=mode, rng=rng, batch_size=batch_size
+    )["exact"]
+
+
+def evaluate_metrics(
+    model: nn.Module,
+    task: Task,
+    *,
+    lengths: Sequence[int],
+    examples: int,
+    mode: str,
+    rng: np.random.Generator,
+    batch_size: int = 256,
+) -> dict[str, dict[int, float]]:
+    """Each metric of ``mode`` (see :func:`scores`) at each test length, on ``examples``
+    freshly sampled test examples: ``{"exact": {length: accuracy}, "answer": {...}}``.
 
     Test batches come from ``task.sample(rng, n, length)`` (the test distribution, exactly
     ``length``), at most ``batch_size`` at a time; free generation is capped by
@@ -137,14 +180,16 @@ def evaluate(
     check_int("evaluate", "batch_size", batch_size, 1)
     if not lengths:
         raise SepbenchError("evaluate: lengths must list at least 1 length")
-    result = {}
+    result: dict[str, dict[int, float]] = {}
     for length in lengths:
-        correct = 0.0
+        totals: dict[str, float] = {}
         for start in range(0, examples, batch_size):
             n = min(batch_size, examples - start)
             batch = task.sample(rng, n, length)
-            correct += n * accuracy(model, task, batch, mode, length=length)
-        result[int(length)] = correct / examples
+            for metric, value in scores(model, task, batch, mode, length=length).items():
+                totals[metric] = totals.get(metric, 0.0) + n * value
+        for metric, total in totals.items():
+            result.setdefault(metric, {})[int(length)] = total / examples
     return result
 
 

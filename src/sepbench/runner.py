@@ -39,7 +39,8 @@ from sepbench.training_log import training_log
 
 @dataclass
 class RunResult:
-    """What :func:`run` returns; ``metrics["test_accuracy"]`` maps length (int) to accuracy."""
+    """What :func:`run` returns; ``metrics["test_accuracy"]`` maps length (int) to accuracy
+    (``exact``); with generation, ``metrics["test_answer_accuracy"]`` likewise (``answer``)."""
 
     run_id: int
     config_hash: str
@@ -111,7 +112,7 @@ def _execute(
     }
     if trained.best_val_accuracy is not None:
         with mixed_precision(experiment, device):
-            metrics["test_accuracy"] = evaluate.evaluate(
+            tested = evaluate.evaluate_metrics(
                 model,
                 task,
                 lengths=experiment.eval_lengths,
@@ -120,6 +121,9 @@ def _execute(
                 rng=data_streams(experiment.train.seed).test,
                 batch_size=experiment.eval.batch_size,
             )
+        metrics["test_accuracy"] = tested["exact"]
+        if "answer" in tested:  # generation only (sepbench.evaluate)
+            metrics["test_answer_accuracy"] = tested["answer"]
     info = {
         "num_parameters": model.num_parameters(),
         "state_size": model.state_size(prompt_tokens(task, experiment.task.length)),
@@ -142,6 +146,7 @@ def prompt_tokens(task: Task, length: int) -> int:
 
 def _cached(record: RunRecord, run_dir: Path) -> RunResult:
     metrics = dict(record.metrics)
-    if "test_accuracy" in metrics:
-        metrics["test_accuracy"] = {int(k): v for k, v in metrics["test_accuracy"].items()}
+    for key in ("test_accuracy", "test_answer_accuracy"):
+        if key in metrics:
+            metrics[key] = {int(k): v for k, v in metrics[key].items()}
     return RunResult(record.id, record.config_hash, record.status, metrics, True, run_dir)

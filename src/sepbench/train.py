@@ -14,7 +14,8 @@ Choices the papers leave open, decided here:
 - validation is a fixed set of ``val_examples`` drawn once at exactly the task length (the
   test distribution), scored in the experiment's evaluation mode, every ``val_interval``
   steps and after the last step;
-- a fixed training set (``dataset_size``) is visited in shuffled epochs;
+- a fixed training set (``dataset_size``) is visited in shuffled epochs, each epoch's order
+  drawn from the seed and the epoch number (:mod:`sepbench.training_sets`);
 - weight decay, when set, applies to every trainable parameter;
 - ``bfloat16`` is autocast mixed precision: weights and optimizer state stay float32;
 - a non-finite training loss stops the run as ``diverged`` (checked every
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sepbench import evaluate
+from sepbench import evaluate, training_sets
 from sepbench.config import Experiment
 from sepbench.tasks.base import Batch, Task
 
@@ -122,7 +123,7 @@ def train(
     device = next(model.parameters()).device
     streams = data_streams(config.seed)
     validation = _validation_set(experiment, task, streams.validation)
-    batches = _training_batches(experiment, task, streams.train)
+    batches = _training_batches(experiment, task, streams.train, training_sets.cache_dir(run_dir))
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=config.lr,
@@ -194,32 +195,25 @@ def _validation_set(experiment: Experiment, task: Task, rng: np.random.Generator
 
 
 def _training_batches(
-    experiment: Experiment, task: Task, rng: np.random.Generator
+    experiment: Experiment, task: Task, rng: np.random.Generator, cache: Path | None = None
 ) -> Iterator[Batch]:
-    """Fresh batches every step, or shuffled epochs over a fixed set drawn once."""
+    """Fresh batches every step, or shuffled epochs over a fixed set (``dataset_size``) drawn
+    once from the seed: stored in ``cache`` and shared by the runs that ask for it, or built
+    in memory without one (:mod:`sepbench.training_sets`; the batch at step s is a function of
+    the seed and s, so ``TrainingSet.batches(size, seed, start_step=s)`` resumes there)."""
     config, length = experiment.train, experiment.task.length
     varied = config.train_lengths == "task"
     if config.dataset_size is None:
         while True:
             yield task.sample(rng, config.batch_size, length, train=varied)
-    dataset = task.sample(rng, config.dataset_size, length, train=varied)
-    order = np.empty(0, np.int64)
-    while True:
-        if len(order) < config.batch_size:
-            order = np.concatenate([order, rng.permutation(config.dataset_size)])
-        rows, order = order[: config.batch_size], order[config.batch_size :]
-        yield _subset(dataset, rows)
-
-
-def _subset(dataset: Batch, rows: np.ndarray) -> Batch:
-    width = int(dataset.lengths[rows].max())
-    return Batch(
-        dataset.tokens[rows, :width],
-        dataset.loss_mask[rows, :width],
-        dataset.prompt_lengths[rows],
-        dataset.lengths[rows],
-        [dataset.answers[i] for i in rows],
+    spec = training_sets.TrainingSetSpec(
+        task.name, task.params, length, varied, config.seed, config.dataset_size
     )
+    if cache is None:
+        dataset = training_sets.build(task, spec)
+    else:
+        dataset = training_sets.load_or_build(task, spec, cache)
+    yield from dataset.batches(config.batch_size, config.seed)
 
 
 # -- one step ------------------------------------------------------------------------------

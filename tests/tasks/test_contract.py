@@ -17,13 +17,13 @@ MODES: dict[str, list[dict]] = {
     "string_equality": [{"variant": "one_off"}, {"variant": "copy"}],
     "dyck": [{"cot": True}, {"num_types": 3, "max_depth": 4}],
     "is_tree": [{"mode": "cot"}, {"mode": "retrieval"}],
-    "counting": [{"cot": True}],
-    "reversal": [{"cot": True}],
-    "multiplication": [{"cot": True}],
-    "parity": [{"cot": True}],
-    "state_tracking": [{"cot": True}],
-    "associative_recall": [{"num_queries": 4}],
-    "index_lookup": [{"last_queries": 0.25}],
+    "counting": [{"cot": True}, {"filler": True}],
+    "reversal": [{"cot": True}, {"filler": True}],
+    "multiplication": [{"cot": True}, {"filler": True}],
+    "parity": [{"cot": True}, {"filler": True}],
+    "state_tracking": [{"cot": True}, {"filler": True}],
+    "associative_recall": [{"num_queries": 4}, {"mode": "retrieval", "num_queries": 3}],
+    "index_lookup": [{"last_queries": 0.25}, {"mode": "retrieval", "last_queries": 0.25}],
 }
 
 
@@ -111,7 +111,46 @@ def test_check_never_raises_on_junk(config: tuple[str, dict]) -> None:
     for i in range(len(batch)):
         for junk in ([], [0], rng.integers(0, len(task.vocab), size=30).tolist()):
             assert task.check(batch.prompt(i), junk) in (True, False)
+            assert task.answer_check(batch.prompt(i), junk) in (True, False)
         assert task.check([], batch.completion(i)) in (True, False)
+        assert task.answer_check([], batch.completion(i)) in (True, False)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+def test_final_answer_is_the_stored_answer_and_ignores_the_trace(config: tuple[str, dict]) -> None:
+    """``answer_check`` accepts the stored completion, rejects another prompt's answer, and
+    (with a trace) accepts a corrupted trace before the right answer, which ``check`` rejects."""
+    name, params = config
+    task = tasks.get(name, **params)
+    rng = np.random.default_rng(4)
+    trace_corrupted = 0
+    for length in lengths_for(task):
+        batch = task.sample(rng, 24, length)
+        for i in range(len(batch)):
+            prompt, completion = batch.prompt(i), batch.completion(i)
+            assert task.final_answer(completion) == batch.answers[i]
+            assert task.answer_check(prompt, completion)
+            other = next((j for j in range(len(batch)) if batch.answers[j] != batch.answers[i]), i)
+            if other != i and len(batch.prompt(other)) == len(prompt):
+                assert not task.answer_check(batch.prompt(other), completion)
+            if not task.traced:
+                continue
+            assert task.solution(prompt) == batch.answers[i]
+            wrong = next(trace_corruptions(task, completion, batch.answers[i]), None)
+            if wrong is not None:
+                assert task.answer_check(prompt, wrong) and not task.check(prompt, wrong)
+                trace_corrupted += 1
+    assert trace_corrupted > 0 or not task.traced
+
+
+def trace_corruptions(task: tasks.Task, completion: np.ndarray, answer: str):
+    """Completions with one token changed that keep the final answer (a corrupted trace)."""
+    for position in range(len(completion)):
+        for token in range(1, len(task.vocab)):
+            wrong = completion.copy()
+            wrong[position] = token
+            if token != completion[position] and task.final_answer(wrong) == answer:
+                yield wrong
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)

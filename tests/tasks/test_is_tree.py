@@ -135,7 +135,8 @@ def test_root_on_a_cycle_stops_the_retrieval_trace() -> None:
     """Node 0 has no parent record; reaching it from a non-parent is a cycle (papers.md §1)."""
     task = tasks.get("is_tree", mode="retrieval")
     prompt = prompt_ids(task, "1 - 0 2 - 1 2 - 0")
-    trace = task._search_trace([1, 2, 2], [0, 1, 0], 4)
+    slots, written = task._search_steps(np.array([[1, 2, 2]]), np.array([[0, 1, 0]]), 4)
+    trace = slots[0][written[0]].tolist()
     words = task.vocab.decode(trace)
     assert words[-5:] == ["[STARTSEARCH]", "0", "~", "[ENDSEARCH]", "[FAILED]"]
     assert task.check(prompt, [*trace, *task.vocab.ids(["[EOS]", "[FALSE]"])])
@@ -231,3 +232,13 @@ def test_check_rejects_malformed_prompts() -> None:
     assert not task.check(prompt_ids(task, "3 ~ 2 5 - 3 4 - 2 7 - 3 3 - 0 6 - 4 3 - 1"), completion)
     assert not task.check(prompt_ids(task, "9 - 2 5 - 3 4 - 2 7 - 3 3 - 0 6 - 4 3 - 1"), completion)
     assert not task.check(prompt_ids(task, EXAMPLE_EDGES)[1:], completion)
+
+
+def test_retrieval_traces_at_the_papers_largest_size_pass_the_checker() -> None:
+    """N = 64 (papers.md §1): the lockstep generator against the checker's replay."""
+    task = tasks.get("is_tree", mode="retrieval")
+    batch = task.sample(np.random.default_rng(7), 6, 64)
+    for i in range(len(batch)):
+        assert task.check(batch.prompt(i), batch.completion(i))
+    trees = [i for i in range(len(batch)) if batch.answers[i] == "[TRUE]"]
+    assert trees and all(batch.lengths[i] - batch.prompt_lengths[i] > 1000 for i in trees)

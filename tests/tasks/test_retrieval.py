@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from sepbench import tasks
 from sepbench.errors import SepbenchError
 
+S, E, F = "[STARTSEARCH]", "[ENDSEARCH]", "[FAILED]"
+
 
 def decoded(task: tasks.Task, batch: tasks.Batch, i: int) -> tuple[list[str], list[str]]:
     return task.vocab.decode(batch.prompt(i)), task.vocab.decode(batch.completion(i))
@@ -90,6 +92,58 @@ def test_index_lookup_positions_are_uniform_and_parameters_take_effect() -> None
         tasks.get("index_lookup", vocab_size=1)
 
 
+def test_index_lookup_retrieval_searches_the_position_then_copies_the_symbol() -> None:
+    plain = tasks.get("index_lookup", max_length=30, last_queries=0.5)
+    task = tasks.get("index_lookup", max_length=30, last_queries=0.5, mode="retrieval")
+    assert task.vocab.tokens == (*plain.vocab.tokens, S, E, F) and plain.search_ids is None
+    assert task.search_ids == tuple(task.vocab.ids([S, E])) and task.completion_cap(30) == 5
+    for train in (False, True):
+        batch = task.sample(np.random.default_rng(0), 200, 30, train=train)
+        same = plain.sample(np.random.default_rng(0), 200, 30, train=train)
+        assert batch.answers == same.answers
+        for i in range(len(batch)):
+            prompt, completion = decoded(task, batch, i)
+            assert prompt == plain.vocab.decode(same.prompt(i))
+            assert completion == [S, prompt[-1], E, same.answers[i], same.answers[i]]
+            trained = batch.loss_mask[i, batch.prompt_lengths[i] : batch.lengths[i]]
+            assert trained.tolist() == [True, True, True, False, True]
+            assert task.check(batch.prompt(i), batch.completion(i))
+
+
+def test_index_lookup_retriever_reads_the_leading_symbols_only() -> None:
+    task = tasks.get("index_lookup", max_length=8, mode="retrieval")
+    context = task.vocab.ids(["a3", "a1", "a4", "@2", S, "@2", E])
+
+    def ask(query: str) -> str:
+        return task.vocab.text(task.answer_query(context, task.vocab.ids(query.split())))
+
+    assert [ask("@1"), ask("@2"), ask("@3")] == ["a3", "a1", "a4"]
+    assert [ask("@4"), ask("@8"), ask("a1"), ask("@1 @2"), ask(""), ask(E)] == [F] * 6
+    assert not task.check(context[:4], task.vocab.ids([S, "@3", E, "a4", "a1"]))
+    assert task.check(context[:4], task.vocab.ids([S, "@2", E, "a1", "a1"]))
+    assert task.answer_check(context[:4], task.vocab.ids(["a1"]))  # answered without searching
+    assert not task.answer_check(context[:4], task.vocab.ids([S, "@2", E, "a1", "a3"]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    name=st.sampled_from(["index_lookup", "associative_recall"]),
+    context=st.lists(st.integers(-5, 300), max_size=40),
+    query=st.lists(st.integers(-5, 300), max_size=4),
+)
+def test_retrievers_never_raise(name: str, context: list[int], query: list[int]) -> None:
+    task = tasks.get(name, mode="retrieval")
+    answer = task.answer_query(context, query)
+    assert len(answer) == 1 and 0 < answer[0] < len(task.vocab)
+
+
+def test_retrieval_mode_is_checked() -> None:
+    for name in ("index_lookup", "associative_recall"):
+        with pytest.raises(SepbenchError, match="mode") as error:
+            tasks.get(name, mode="cot")
+        assert "\n" not in str(error.value) and "retrieval" in str(error.value)
+
+
 # -- associative recall ----------------------------------------------------------------------
 
 
@@ -146,6 +200,28 @@ def test_associative_recall_queries_are_uniform_over_the_pairs() -> None:
     ]
     counts = np.bincount(asked, minlength=8)
     assert counts.min() > 400 and counts.max() < 600
+
+
+def test_associative_recall_retrieval_searches_each_key_then_copies_its_value() -> None:
+    plain = tasks.get("associative_recall", num_queries=3, num_keys=12)
+    task = tasks.get("associative_recall", num_queries=3, num_keys=12, mode="retrieval")
+    assert task.completion_cap(10) == 15
+    batch = task.sample(np.random.default_rng(0), 100, 10)
+    same = plain.sample(np.random.default_rng(0), 100, 10)
+    for i in range(len(batch)):
+        prompt, completion = decoded(task, batch, i)
+        values = plain.vocab.decode(same.completion(i))
+        queries = prompt[-3:]
+        assert completion == [t for q, v in zip(queries, values) for t in (S, q, E, v, v)]
+        trained = batch.loss_mask[i, batch.prompt_lengths[i] : batch.lengths[i]]
+        assert trained.tolist() == [True, True, True, False, True] * 3
+        assert batch.answers[i] == same.answers[i] == " ".join(values)
+    k1, k2, v1, v2, sep = task.vocab.ids(["k1", "k2", "v1", "v2", "[SEP]"])
+    context = [k1, v1, k2, v2, sep, k2, k1, k2, *task.search_ids]
+    assert task.answer_query(context, [k2]) == [v2] and task.answer_query(context, [k1]) == [v1]
+    failed = [task.vocab.id(F)]
+    assert task.answer_query(context, [v1]) == task.answer_query(context, [k1, k2]) == failed
+    assert task.answer_query([v1, k1, sep, k2], [k1]) == failed  # k1 at a value position
 
 
 def test_associative_recall_rejects_a_prompt_with_a_repeated_key() -> None:

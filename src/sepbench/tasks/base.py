@@ -8,8 +8,8 @@ the completion, minus tokens handed in by a retriever). A training loop therefor
 
 Each task draws its data from a ``numpy.random.Generator``, so a seed fixes the data; judges a
 completion with :meth:`Task.check`, an independent solver that never looks at the stored
-completion; and, if it has a retrieval trace, answers search calls with
-:meth:`Task.answer_query`.
+completion, and its final answer alone with :meth:`Task.answer_check`; and, if it has a
+retrieval trace, answers search calls with :meth:`Task.answer_query`.
 """
 
 from __future__ import annotations
@@ -154,7 +154,9 @@ class Task(ABC):
       ``min_length``      the smallest allowed ``length``.
 
     Instance attributes set by ``__init__``: ``vocab``; ``stop_ids`` (free generation ends after
-    emitting one of these); optionally ``search_ids`` = (start id, end id) for retrieval traces.
+    emitting one of these); optionally ``search_ids`` = (start id, end id) for retrieval traces;
+    ``traced`` is True when the completion holds a trace before its final answer (CoT,
+    retrieval calls, filler), so that :meth:`answer_check` judges the answer alone.
     ``params`` holds the resolved constructor parameters.
     """
 
@@ -167,6 +169,7 @@ class Task(ABC):
     vocab: Vocab
     stop_ids: frozenset[int] = frozenset()
     search_ids: tuple[int, int] | None = None
+    traced: bool = False
     params: dict[str, Any]
 
     # -- what subclasses implement ------------------------------------------------------
@@ -194,6 +197,32 @@ class Task(ABC):
     def answer_query(self, context: Sequence[int], query: Sequence[int]) -> list[int]:
         """Answer a search call; ``context`` is every token so far. Retrieval tasks override."""
         raise NotImplementedError(f"{self.name} has no retrieval trace")
+
+    # -- the final answer (the ``answer`` metric) -----------------------------------------
+
+    def final_answer(self, completion: Sequence[int]) -> str | None:
+        """The answer ``completion`` commits to, as token strings joined by spaces (the format
+        of ``Batch.answers``); None when it commits to none. Default: the whole completion.
+        Tasks whose completion holds more than the answer (a trace, an end token) override it.
+        """
+        ids = [int(t) for t in completion]
+        if not ids or not all(0 < t < len(self.vocab) for t in ids):
+            return None
+        return self.vocab.text(ids)
+
+    def solution(self, prompt: Sequence[int]) -> str | None:
+        """The prompt's answer by the task's independent solver, in the format of
+        :meth:`final_answer`; None for a malformed prompt. Tasks with ``traced`` implement it."""
+        raise NotImplementedError(f"{self.name} has no trace: its answer is the completion")
+
+    def answer_check(self, prompt: Sequence[int], completion: Sequence[int]) -> bool:
+        """Is the final answer right, whatever the trace before it (the ``answer`` metric of
+        papers.md §1: Wen et al. score the label after the trace)? Without ``traced`` the
+        completion is the answer, so this is :meth:`check`. Never raises on junk."""
+        if not self.traced:
+            return self.check(prompt, completion)
+        answer = self.final_answer(completion)
+        return answer is not None and answer == self.solution(prompt)
 
     # -- shared behaviour --------------------------------------------------------------
 

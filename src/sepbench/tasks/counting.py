@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from sepbench.errors import check_int
@@ -92,6 +94,12 @@ class Counting(SerialTask):
             np.concatenate([trace_keep, answer_keep], axis=1),
         )
         return ragged_batch(prompts, completions, counts, [" ".join(str(c)) for c in count[:, 0]])
+
+    def final_answer(self, completion: Sequence[int]) -> str | None:
+        """The count's digits: after the trace, before the first ``[EOS]`` (None without it)."""
+        ids = [int(t) for t in completion]
+        eos = self.vocab.id(EOS)
+        return super().final_answer(ids[: ids.index(eos)]) if eos in ids else None
 
     def _decimal(self, values: np.ndarray, width: int, end: int) -> tuple[np.ndarray, np.ndarray]:
         """Slots and keep mask (B, M * (width + 1)): each value right-aligned in ``width``

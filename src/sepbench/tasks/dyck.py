@@ -66,6 +66,7 @@ class Dyck(Task):
         self.vocab = Vocab([*BRACKETS[: 2 * self.num_types], EMPTY, STEP, TRUE, FALSE])
         self.bracket_offset = self.vocab.id(BRACKETS[0])  # bracket index b has id offset + b
         self.stop_ids = frozenset(self.vocab.ids([TRUE, FALSE]))
+        self.traced = self.cot
 
     def validate_length(self, length: int) -> int:
         check_int(self.name, "length", length, self.min_length)
@@ -225,3 +226,14 @@ class Dyck(Task):
         member = member and not stack
         label = self.vocab.id(TRUE if member else FALSE)
         return [*trace, label] if self.cot else [label]
+
+    # -- final answer --------------------------------------------------------------------
+
+    def final_answer(self, completion: Sequence[int]) -> str | None:
+        """The first label of the completion (decoding stops there); None if it has none."""
+        labels = [int(t) for t in completion if int(t) in self.stop_ids]
+        return self.vocab.tokens[labels[0]] if labels else None
+
+    def solution(self, prompt: Sequence[int]) -> str | None:
+        expected = self._expected_completion([int(t) for t in prompt])
+        return None if expected is None else self.final_answer(expected)

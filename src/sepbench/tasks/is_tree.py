@@ -65,6 +65,7 @@ class IsTree(Task):
         )
         self.true, self.false = self.vocab.ids([TRUE, FALSE])
         self.stop_ids = frozenset((self.true, self.false))
+        self.traced = self.mode != "none"
         if self.mode == "retrieval":
             self.search_ids = (self.start, self.end)
 
@@ -92,15 +93,13 @@ class IsTree(Task):
         answers = [TRUE if tree else FALSE for tree in trees]
         if self.mode == "none":
             return Batch.from_arrays(prompts, labels[:, None], answers)
-        trace = self._tour if self.mode == "cot" else self._search_trace
+        if self.mode == "retrieval":
+            return self._with_search_traces(prompts, big, small, labels, answers)
         completions = [
-            [*trace(u, v, length), self.eos, label]
+            [*self._tour(u, v, length), self.eos, label]
             for u, v, label in zip(big.tolist(), small.tolist(), labels.tolist())
         ]
-        given = None
-        if self.mode == "retrieval":
-            given = [np.r_[False, np.asarray(c[:-1]) == self.end] for c in completions]
-        return Batch.from_rows(prompts, completions, answers, given)
+        return Batch.from_rows(prompts, completions, answers)
 
     @staticmethod
     def _graphs(
@@ -154,48 +153,130 @@ class IsTree(Task):
             frames.append([child, node, 0])
         return [self.node0 + x for x in tour]
 
-    def _search_trace(self, big: list[int], small: list[int], n: int) -> list[int]:
-        """The retrieval DFS of papers.md §1 (token ids), answering searches from adjacency."""
-        adjacency = self._adjacency(big, small, n)
-        rank = [{w: j for j, w in reversed(list(enumerate(ns)))} for ns in adjacency]
+    def _with_search_traces(
+        self,
+        prompts: np.ndarray,
+        big: np.ndarray,
+        small: np.ndarray,
+        labels: np.ndarray,
+        answers: list[str],
+    ) -> Batch:
+        """Prompts, then the retrieval traces, ``[EOS]`` and the labels; the token after each
+        ``[ENDSEARCH]`` is retrieved, hence not trained."""
+        slots, written = self._search_steps(big, small, big.shape[1] + 1)
+        batch, prompt_len = prompts.shape
+        rows, traced = np.arange(batch), prompt_len + written.sum(axis=1)
+        tokens = np.zeros((batch, int(traced.max()) + 2), np.int64)
+        tokens[:, :prompt_len] = prompts
+        columns = np.arange(tokens.shape[1])
+        in_trace = (columns >= prompt_len) & (columns < traced[:, None])
+        tokens[in_trace] = slots[written]  # both row-major: each row's trace in order
+        tokens[rows, traced], tokens[rows, traced + 1] = self.eos, labels
+        retrieved = np.zeros(tokens.shape, bool)
+        retrieved[:, 1:] = (tokens[:, :-1] == self.end) & in_trace[:, :-1]
+        lengths = traced + 2
+        loss_mask = (columns >= prompt_len) & (columns < lengths[:, None]) & ~retrieved
+        return Batch(tokens, loss_mask, np.full(batch, prompt_len, np.int64), lengths, answers)
 
-        def after(v: int, w: int) -> int:
-            j = rank[v][w] + 1 if w != NO_NODE else 0
-            return adjacency[v][j] if j < len(adjacency[v]) else NO_NODE
+    def _search_steps(
+        self, big: np.ndarray, small: np.ndarray, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The retrieval DFS of papers.md §1 for a batch of graphs, searches answered from the
+        adjacency: each step's candidate tokens (B, 26 * steps) and which of them were written
+        (same shape); ``slots[b][written[b]]`` is trace b.
 
-        def tok(x: int) -> int:
-            return self.failed if x == NO_NODE else self.node0 + x
+        Every row takes the same step at once (one stack top, at most 26 tokens; finished
+        rows write nothing), so the Python loop runs at most 2N - 1 times per batch. The
+        checker (:meth:`_replay`) re-derives a trace through the retriever, one example at a
+        time.
+        """
+        batch, rows = len(big), np.arange(len(big))
+        after = self._next_neighbours(big, small, n)
+        parent = np.full((batch, n), NO_NODE, np.int64)
+        seen = np.zeros((batch, n), bool)
+        seen[:, 0] = True
+        stack = np.zeros((batch, n), np.int64)
+        depth = np.ones(batch, np.int64)
+        prev = np.full(batch, NO_NODE, np.int64)
+        active = np.ones(batch, bool)
+        constants = {t: np.full(batch, t) for t in (self.start, self.end, self.dash, self.tilde)}
+        steps: list[tuple[np.ndarray, np.ndarray]] = []
+        while active.any():
+            v = stack[rows, depth - 1]
+            p = parent[rows, v]
+            first = prev == p
+            nx = after[rows, v, np.where(first, n, prev)]
+            skip = (nx == p) & (p != NO_NODE)
+            nxt = np.where(skip, after[rows, v, p], nx)
+            pop = nxt == NO_NODE
+            target = np.where(pop, 0, nxt)
+            cycle = ~pop & seen[rows, target]
+            push = ~pop & ~cycle
+            slots = self._step_slots(constants, v, p, prev, nx, nxt, parent[rows, target])
+            written = np.stack([active, active, skip, ~pop, push], axis=1)
+            keep = written.repeat([6, 6, 6, 5, 3], axis=1) & active[:, None]
+            keep[:, 9] &= ~first
+            steps.append((slots, keep))
+            pushed = np.flatnonzero(active & push)
+            parent[pushed, target[pushed]] = v[pushed]
+            seen[pushed, target[pushed]] = True
+            stack[pushed, depth[pushed]] = target[pushed]
+            depth += (active & push).astype(np.int64) - (active & pop)
+            prev = np.where(active & ~cycle, v, prev)
+            active &= ~cycle & (depth > 0)
+            depth = np.maximum(depth, 1)
+        return (
+            np.concatenate([s for s, _ in steps], axis=1),
+            np.concatenate([k for _, k in steps], axis=1),
+        )
 
-        parent = [NO_NODE] * n
-        seen = [False] * n
-        seen[0] = True
-        out: list[int] = []
-        stack, prev = [0], NO_NODE
-        while stack:
-            v = stack[-1]
-            p = parent[v]
-            out += [tok(v), self.start, tok(v), self.tilde, self.end, tok(p)]
-            if prev == p:
-                query, nx = [tok(v), self.dash], after(v, NO_NODE)
-            else:
-                query, nx = [tok(v), self.dash, tok(prev)], after(v, prev)
-            out += [self.start, *query, self.end, tok(nx)]
-            if nx == p != NO_NODE:
-                nx = after(v, p)
-                out += [self.start, tok(v), self.dash, tok(p), self.end, tok(nx)]
-            if nx == NO_NODE:
-                stack.pop()
-                prev = v
-                continue
-            out += [self.start, tok(nx), self.tilde, self.end, tok(parent[nx])]
-            if seen[nx]:
-                break
-            seen[nx] = True
-            parent[nx] = v
-            out += [tok(nx), self.tilde, tok(v)]
-            stack.append(nx)
-            prev = v
-        return out
+    def _step_slots(
+        self,
+        constants: dict[int, np.ndarray],
+        v: np.ndarray,
+        p: np.ndarray,
+        prev: np.ndarray,
+        nx: np.ndarray,
+        nxt: np.ndarray,
+        nxt_parent: np.ndarray,
+    ) -> np.ndarray:
+        """Token ids (B, 26) of every call one DFS step may write; the caller keeps those
+        written: ``v S v ~ E <p>`` (columns 0-5, always); ``S v - prev E <nx>`` (6-11, with
+        ``prev`` (9) only when prev is not the parent); ``S v - p E <nxt>`` (12-17, when nx is
+        the parent); ``S nxt ~ E <parent of nxt>`` (18-22, unless popping); ``nxt ~ v``
+        (23-25, on a push). ``constants`` maps the search, dash and tilde ids to (B,) arrays.
+        """
+
+        def tok(x: np.ndarray) -> np.ndarray:
+            return np.where(x == NO_NODE, self.failed, self.node0 + x)
+
+        s, e, dash, tilde = (constants[t] for t in (self.start, self.end, self.dash, self.tilde))
+        tv, tp, tnxt = tok(v), tok(p), tok(nxt)
+        columns = [
+            *(tv, s, tv, tilde, e, tp),
+            *(s, tv, dash, tok(prev), e, tok(nx)),
+            *(s, tv, dash, tp, e, tnxt),
+            *(s, tnxt, tilde, e, tok(nxt_parent)),
+            *(tnxt, tilde, tv),
+        ]
+        return np.stack(columns, axis=1, dtype=np.int16)
+
+    @staticmethod
+    def _next_neighbours(big: np.ndarray, small: np.ndarray, n: int) -> np.ndarray:
+        """``table[b, v, w]``: the neighbour of v after w in prompt order, ``table[b, v, n]``
+        the first one; NO_NODE where there is none (w not adjacent to v, or w was the last)."""
+        batch, edges = big.shape
+        node = np.concatenate([big, small], axis=1)  # one entry per edge end
+        other = np.concatenate([small, big], axis=1)
+        order = np.argsort(node * edges + np.tile(np.arange(edges), 2), axis=1)
+        node, other = np.take_along_axis(node, order, 1), np.take_along_axis(other, order, 1)
+        same = node[:, 1:] == node[:, :-1]  # the next entry is the same node's next neighbour
+        table = np.full((batch, n, n + 1), NO_NODE, np.int8 if n < 128 else np.int16)
+        rows = np.arange(batch)[:, None]
+        table[rows, node[:, :-1], other[:, :-1]] = np.where(same, other[:, 1:], NO_NODE)
+        heads_b, heads_j = np.nonzero(np.concatenate([np.ones((batch, 1), bool), ~same], axis=1))
+        table[heads_b, node[heads_b, heads_j], n] = other[heads_b, heads_j]
+        return table
 
     # -- retriever ----------------------------------------------------------------------
 
@@ -247,6 +328,28 @@ class IsTree(Task):
         nodes = (self.node0 <= ids) & (ids < self.node0 + self.max_nodes)
         hit = np.flatnonzero((ids[1:-1] == middle) & nodes[:-2] & nodes[2:])
         return left[hit], right[hit]
+
+    # -- final answer -------------------------------------------------------------------
+
+    def final_answer(self, completion: Sequence[int]) -> str | None:
+        """The token right after the completion's first ``[EOS]``, if it is a label (Wen et
+        al.'s generation metric, papers.md §1); None otherwise. Without a trace, the label.
+
+        Decoding stops at the first label, so a label written before ``[EOS]`` ends the
+        completion without an answer (Wen et al.'s decoder would read on to the ``[EOS]``).
+        """
+        ids = [int(t) for t in completion]
+        if self.traced:
+            ids = ids[ids.index(self.eos) + 1 :] if self.eos in ids else []
+        if not ids or ids[0] not in (self.true, self.false):
+            return None
+        return TRUE if ids[0] == self.true else FALSE
+
+    def solution(self, prompt: Sequence[int]) -> str | None:
+        edges = self._parse([int(t) for t in prompt])
+        if edges is None:
+            return None
+        return TRUE if self._is_tree(edges) else FALSE
 
     # -- independent checker ------------------------------------------------------------
 

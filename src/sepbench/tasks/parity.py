@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from sepbench.tasks.base import Batch, Vocab, register
@@ -64,6 +66,11 @@ class Parity(SerialTask):
             end[:, 0] + 1,
             [(FALSE, TRUE)[o] for o in odd],
         )
+
+    def final_answer(self, completion: Sequence[int]) -> str | None:
+        """The first label of the completion (decoding stops there); None if it has none."""
+        labels = [int(t) for t in completion if int(t) in self.stop_ids]
+        return self.vocab.tokens[labels[0]] if labels else None
 
     def _solve(self, prompt: list[int]) -> tuple[list[int], list[int], int] | None:
         body = prompt[:-1]

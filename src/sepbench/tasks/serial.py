@@ -52,6 +52,7 @@ class SerialTask(Task):
         self.filler = bool(check_choice(self.name, "filler", filler, (False, True)))
         if self.cot and self.filler:
             raise SepbenchError(f"{self.name}: cot and filler exclude each other; set at most one")
+        self.traced = self.cot or self.filler
 
     def trace_length(self, length: int) -> int:
         """Tokens of the filler trace at ``length`` (the CoT's length, or its maximum).
@@ -84,6 +85,21 @@ class SerialTask(Task):
         elif not self.cot:
             trace = []
         return [int(t) for t in completion] == trace + answer
+
+    def final_answer(self, completion: Sequence[int]) -> str | None:
+        """The tokens after the trace, i.e. after its last ``|`` or ``[FILL]``; tasks whose
+        trace has no end mark, or whose answer has one, override it."""
+        ids = [int(t) for t in completion]
+        if not all(0 < t < len(self.vocab) for t in ids):
+            return None
+        marks = {self.vocab.id(t) for t in (STEP, FILL) if t in self.vocab}
+        start = max((j + 1 for j, t in enumerate(ids) if t in marks), default=0)
+        return self.vocab.text(ids[start:]) or None
+
+    def solution(self, prompt: Sequence[int]) -> str | None:
+        """The final answer of the solver's own completion (:meth:`_solve`)."""
+        solved = self._solve([int(t) for t in prompt])
+        return None if solved is None else self.final_answer(solved[0] + solved[1])
 
     def _fillers(self, batch_size: int, length: int) -> np.ndarray:
         """The filler block (B, ``trace_length``), or (B, 0) without ``filler``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import permutations
 
 import numpy as np
@@ -62,6 +63,11 @@ class StateTracking(SerialTask):
         )
         completions = np.concatenate([middle, state[:, None] + self.offset], axis=1)
         return Batch.from_arrays(prompts, completions, [PERMUTATION_TOKENS[s] for s in state])
+
+    def final_answer(self, completion: Sequence[int]) -> str | None:
+        """The last token: the trace has no end mark, and the answer is one permutation."""
+        ids = [int(t) for t in completion]
+        return super().final_answer(ids[-1:]) if ids else None
 
     def _solve(self, prompt: list[int]) -> tuple[list[int], list[int], int] | None:
         body = prompt[:-1]
