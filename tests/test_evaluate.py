@@ -46,6 +46,9 @@ class Reverse(Task):
     def completion_cap(self, length: int) -> int:
         return length + 1
 
+    def chance(self, length: int) -> float:
+        return len(self.symbols) ** -length
+
     def train_lengths(self, rng: np.random.Generator, batch_size: int, length: int) -> np.ndarray:
         return rng.integers(1, length + 1, batch_size)
 

@@ -8,8 +8,9 @@ the completion, minus tokens handed in by a retriever). A training loop therefor
 
 Each task draws its data from a ``numpy.random.Generator``, so a seed fixes the data; judges a
 completion with :meth:`Task.check`, an independent solver that never looks at the stored
-completion, and its final answer alone with :meth:`Task.answer_check`; and, if it has a
-retrieval trace, answers search calls with :meth:`Task.answer_query`.
+completion, and its final answer alone with :meth:`Task.answer_check`; states its chance level
+(:meth:`Task.chance`); and, if it has a retrieval trace, answers search calls with
+:meth:`Task.answer_query`.
 """
 
 from __future__ import annotations
@@ -185,6 +186,18 @@ class Task(ABC):
     @abstractmethod
     def completion_cap(self, length: int) -> int:
         """The most completion tokens free generation may emit at this ``length``."""
+
+    @abstractmethod
+    def chance(self, length: int) -> float:
+        """Chance accuracy at test ``length``: the accuracy of the best guess that does not
+        read the prompt, i.e. the probability of the most likely judged completion (prompt
+        excluded; trace and answer together, as scored). For a one-token answer this is the
+        majority answer (1/|Σ| for a uniform symbol, 1/2 for a balanced label); for a trace
+        it is the most likely whole trace, usually close to 0 (teacher forcing shows a model
+        the true trace so far, so there a model blind to the prompt can score above it).
+        Computed from the generator's distribution, never sampled; every task's value is tested
+        against a sampled estimate.
+        """
 
     def max_length(self) -> int | None:
         """The largest allowed ``length`` (None: unbounded). Override when the vocab caps it."""

@@ -71,6 +71,11 @@ class StringEquality(Task):
     def completion_cap(self, length: int) -> int:
         return length // 2 if self.variant == "copy" else 1
 
+    def chance(self, length: int) -> float:
+        """1/2 for the balanced label; ``copy``: (1/``vocab_size``)^(N/2), a uniform word."""
+        self.validate_length(length)
+        return self.vocab_size ** -(length // 2) if self.variant == "copy" else 0.5
+
     def train_lengths(self, rng: np.random.Generator, batch_size: int, length: int) -> np.ndarray:
         low = max(2, -(-length // 10))
         low += low % 2
@@ -155,6 +160,11 @@ class Disjointness(Task):
 
     def completion_cap(self, length: int) -> int:
         return 1
+
+    def chance(self, length: int) -> float:
+        """1/2: each example is intersecting with probability 1/2."""
+        self.validate_length(length)
+        return 0.5
 
     def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         self.validate_length(length)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,6 +32,12 @@ def total_width(top: int) -> int:
         total += width * (min(top, 10 * low - 1) - low + 1)
         low, width = 10 * low, width + 1
     return total
+
+
+def binomial_pmf(n: int, p: float, k: int) -> float:
+    """P(X = k) for X ~ Binomial(n, p), in log space (no overflow at large n)."""
+    log_choose = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+    return math.exp(log_choose + k * math.log(p) + (n - k) * math.log1p(-p))
 
 
 @register
@@ -65,6 +72,17 @@ class Counting(SerialTask):
 
     def answer_length(self, length: int) -> int:
         return len(str(length)) + 1
+
+    def chance(self, length: int) -> float:
+        """The count is Binomial(N, 1/V); without a trace the best guess is its mode. With
+        ``cot`` the trace fixes which symbols matched, and the likeliest is "none matched":
+        ((V - 1)/V)^N. The filler trace is constant, so ``filler`` leaves the answer's chance.
+        """
+        self.validate_length(length)
+        p = 1 / self.vocab_size
+        if self.cot:
+            return (1 - p) ** length
+        return binomial_pmf(length, p, int((length + 1) * p))  # floor((N+1)p) is a mode
 
     def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         self.validate_length(length)

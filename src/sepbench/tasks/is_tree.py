@@ -77,6 +77,20 @@ class IsTree(Task):
         steps = 2 * length - 1
         return {"none": 1, "cot": steps + 2, "retrieval": 26 * steps + 2}[self.mode]
 
+    def chance(self, length: int) -> float:
+        """1/2 for ``none`` (tree or not is a fair coin of the generator). With a trace, the
+        likeliest completions are those of a root cut off from almost everything, whose trace
+        does not depend on the rest of the graph: node 0 a centre with an empty star (2/N ·
+        2^-(N-2)), or node 0's component a single edge to a given node x (0 a centre whose only
+        leaf is x, or x a centre whose only leaf is 0, the leaf off the extra edge:
+        4/N · (N-4)/(N-1) · 2^-(N-2)). Every other trace is rarer (tested by sampling)."""
+        self.validate_length(length)
+        if self.mode == "none":
+            return 0.5
+        isolated = 2 / length
+        single_edge = 4 / length * (length - 4) / (length - 1)
+        return max(isolated, single_edge) * 2.0 ** -(length - 2)
+
     # -- generation ---------------------------------------------------------------------
 
     def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:

@@ -55,6 +55,13 @@ class Multiplication(SerialTask):
     def answer_length(self, length: int) -> int:
         return 2 * length
 
+    def chance(self, length: int) -> float:
+        """P(a = 0 or b = 0) = 2 · 2^-N - 4^-N in every mode: the likeliest product is 0, and
+        its trace (all partial products and sums zero) is the same whichever operand is 0;
+        any other trace spells out both operands (probability 4^-N)."""
+        self.validate_length(length)
+        return 2 * 2.0**-length - 4.0**-length
+
     def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         self.validate_length(length)
         a, b = rng.integers(0, 2, (2, batch_size, length), dtype=np.int64)

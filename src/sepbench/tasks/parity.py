@@ -35,6 +35,12 @@ class Parity(SerialTask):
         self.labels = np.array(self.vocab.ids([FALSE, TRUE]), np.int64)
         self.stop_ids = frozenset(self.labels.tolist())
 
+    def chance(self, length: int) -> float:
+        """1/2 for the balanced label; with ``cot`` the running parities spell out the bits:
+        2^-N."""
+        self.validate_length(length)
+        return 2.0**-length if self.cot else 0.5
+
     def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         self.validate_length(length)
         return self.generate_lengths(rng, np.full(batch_size, length, np.int64))

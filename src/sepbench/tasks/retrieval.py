@@ -146,6 +146,11 @@ class IndexLookup(Task):
     def completion_cap(self, length: int) -> int:
         return len(_roles(self))
 
+    def chance(self, length: int) -> float:
+        """1/|Σ|: the answer is a uniform symbol (test queries never use ``last_queries``)."""
+        self.validate_length(length)
+        return 1 / self.vocab_size
+
     def train_lengths(self, rng: np.random.Generator, batch_size: int, length: int) -> np.ndarray:
         low = 10 if length >= 10 else self.min_length
         return rng.integers(low, length + 1, batch_size)
@@ -300,6 +305,11 @@ class AssociativeRecall(Task):
     def completion_cap(self, length: int) -> int:
         return self.num_queries * len(_roles(self))
 
+    def chance(self, length: int) -> float:
+        """(1/``num_values``)^m: the m queried values are independent uniform symbols."""
+        self.validate_length(length)
+        return self.num_values**-self.num_queries
+
     def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         self.validate_length(length)
         keys = _distinct(rng, batch_size, self.num_keys, length) + self.key0
@@ -410,6 +420,11 @@ class NearestNeighbor(Task):
 
     def completion_cap(self, length: int) -> int:
         return 1
+
+    def chance(self, length: int) -> float:
+        """1/2: labels are uniform and drawn independently of the points."""
+        self.validate_length(length)
+        return 0.5
 
     def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         self.validate_length(length)

@@ -50,6 +50,11 @@ class Reversal(SerialTask):
     def answer_length(self, length: int) -> int:
         return length
 
+    def chance(self, length: int) -> float:
+        """(1/V)^N in every mode: the answer (and the trace) spell out a uniform string."""
+        self.validate_length(length)
+        return self.vocab_size ** -length
+
     def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         self.validate_length(length)
         inputs = rng.integers(0, self.vocab_size, (batch_size, length), dtype=np.int64)

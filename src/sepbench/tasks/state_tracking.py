@@ -49,6 +49,12 @@ class StateTracking(SerialTask):
         self.offset = self.vocab.id(PERMUTATION_TOKENS[0])  # permutation k has id offset + k
         self.table = composition_table()
 
+    def chance(self, length: int) -> float:
+        """1/120 for the uniform answer; with ``cot`` the running products spell out the
+        input: 120^-N."""
+        self.validate_length(length)
+        return len(PERMUTATIONS) ** -length if self.cot else 1 / len(PERMUTATIONS)
+
     def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         self.validate_length(length)
         steps = rng.integers(0, len(PERMUTATIONS), (batch_size, length), dtype=np.int64)
