@@ -5,7 +5,6 @@ Bad input (a :class:`~sepbench.errors.SepbenchError`) prints one line and exits 
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -155,21 +154,12 @@ def run_command(
     from sepbench.config import load_experiment
     from sepbench.progress import console_progress
     from sepbench.runner import run
+    from sepbench.summary import result_line
 
     experiment = load_experiment(config, set_ or [])
     with console_progress() as on_progress:
         result = run(experiment, store=open_store(store), force=force, on_progress=on_progress)
-    typer.echo(format_result(result))
-
-
-def format_result(result: Any) -> str:
-    source = "served from the store" if result.cached else "trained"
-    by_length = result.metrics.get("test_accuracy", {})
-    accuracy = ", ".join(f"{length}: {value:.3f}" for length, value in by_length.items())
-    return (
-        f"run {result.run_id} ({result.status}, {source}) config {result.config_hash}: "
-        f"test accuracy {{{accuracy}}}"
-    )
+    typer.echo(result_line(result))
 
 
 @app.command("runs")
@@ -184,6 +174,8 @@ def runs_command(
     store: StoreOption = None,
 ) -> None:
     """List stored runs (parquet: one row per run, every config field a column, to --out)."""
+    from sepbench import summary
+
     check_choice("runs", "--format", format_, ("table", "csv", "json", "parquet"))
     if (format_ == "parquet") != (out is not None):
         raise SepbenchError("runs: --format parquet writes to --out FILE; the others print")
@@ -197,46 +189,11 @@ def runs_command(
     if format_ == "json":
         typer.echo(json.dumps([r.to_dict() for r in records], indent=2))
         return
-    rows = [run_row(r) for r in records]
+    rows = summary.run_rows(records)
     if format_ == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(RUN_COLUMNS))
-        writer.writeheader()
-        writer.writerows(rows)
+        typer.echo(summary.csv_text(summary.RUN_COLUMNS, rows), nl=False)
         return
-    typer.echo(format_table(list(RUN_COLUMNS.values()), [list(row.values()) for row in rows]))
-
-
-def format_table(headers: list[str], rows: list[list[Any]]) -> str:
-    """A plain aligned text table (pipes and terminals alike)."""
-    cells = [headers] + [["" if v is None else str(v) for v in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-RUN_COLUMNS = {
-    "id": "run", "task": "task", "length": "length", "model": "model", "status": "status",
-    "test_accuracy": "test accuracy", "num_parameters": "params", "state_size": "state",
-    "steps": "steps", "wall_time_s": "wall s", "config_hash": "config",
-}
-
-
-def run_row(record: Any) -> dict[str, Any]:
-    accuracy = record.metrics.get("test_accuracy", {})
-    return {
-        "id": record.id,
-        "task": record.task,
-        "length": record.config["task"]["length"],
-        "model": record.model,
-        "status": record.status,
-        "test_accuracy": " ".join(f"{k}:{v:.3f}" for k, v in accuracy.items()),
-        "num_parameters": record.num_parameters,
-        "state_size": record.state_size,
-        "steps": record.metrics.get("steps_run"),
-        "wall_time_s": None if record.wall_time_s is None else round(record.wall_time_s, 1),
-        "config_hash": record.config_hash,
-    }
+    typer.echo(summary.text_table(summary.RUN_COLUMNS, rows))
 
 
 @app.command()
@@ -289,23 +246,25 @@ def run_sweep(
     force: bool,
     store: Path | None,
     seeds: int | None = None,
-) -> list[Any]:
-    """Run a sweep, printing one line per finished run and the results table."""
-    from sepbench import sweep, sweep_spec
+) -> tuple[list[Any], list[Any]]:
+    """Run a sweep, printing one line per finished run, the table (one row per configuration,
+    seeds aggregated) and each claim's verdict; returns the results and the claims."""
+    from sepbench import claims, summary, sweep, sweep_spec
 
     opened = open_store(store)
-    experiments = sweep_spec.expand(sweep_spec.load(spec), smoke=smoke, seeds=seeds)
+    loaded = sweep_spec.load(spec)
+    experiments = sweep_spec.expand(loaded, smoke=smoke, seeds=seeds)
+    declared = claims.parse_claims(loaded.claims, [e.resolved() for e in experiments])
     typer.echo(f"{len(experiments)} runs, store {opened.path}")
     results = sweep.run_all(
         experiments,
         store=opened,
         workers=workers,
         force=force,
-        on_result=lambda result: typer.echo(format_result(result)),
+        on_result=lambda result: typer.echo(summary.result_line(result)),
     )
-    rows = [run_row(opened.get(result.run_id)) for result in results]
-    typer.echo(format_table(list(RUN_COLUMNS.values()), [list(row.values()) for row in rows]))
-    return results
+    typer.echo(summary.sweep_summary([opened.get(r.run_id) for r in results], declared))
+    return results, declared
 
 
 @app.command()
@@ -320,10 +279,11 @@ def demo(
     """The main job: index lookup, Transformer vs LSTM vs Mamba (papers.md §2), with a report."""
     from sepbench.report import write_report
 
-    results = run_sweep(
+    results, declared = run_sweep(
         "demo", workers=workers, smoke=smoke, force=force, store=store, seeds=seeds
     )
-    written = write_report(open_store(store), out, run_ids=[r.run_id for r in results])
+    run_ids = [r.run_id for r in results]
+    written = write_report(open_store(store), out, run_ids=run_ids, claims=declared)
     typer.echo(f"report: {written.html} ({len(written.figures)} figure files)")
 
 

@@ -1,0 +1,195 @@
+"""One rendering of a run summary: the row schema shared by the CLI (table, CSV) and the HTML
+report.
+
+A row summarises runs: one run (``sepbench runs``, :func:`run_rows`), or the seeds of one
+configuration (the sweep's table and the report's table, :func:`configuration_rows`; see
+:mod:`sepbench.aggregate`). The cells are the same in both: model, training length, status,
+steps, wall time, parameters, state size and test accuracy, the last as the mean over seeds with
+its 95 % Student-t half-interval (``0.912 ± 0.034``; one seed has none).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sepbench.aggregate import Estimate, Group, estimate, group_runs
+from sepbench.claims import Claim, evaluate_claims
+from sepbench.labels import field_texts, format_value, label, model_summary, varying_fields
+from sepbench.store import RunRecord
+
+if TYPE_CHECKING:
+    from sepbench.runner import RunResult
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column: the key of its cell in a row (and CSV header), and its displayed header."""
+
+    key: str
+    header: str
+
+
+RUN_COLUMNS = [
+    Column("id", "run"),
+    Column("task", "task"),
+    Column("length", "length"),
+    Column("model", "model"),
+    Column("status", "status"),
+    Column("seed", "seed"),
+    Column("test_accuracy", "test accuracy"),
+    Column("num_parameters", "params"),
+    Column("state_size", "state"),
+    Column("steps", "steps"),
+    Column("wall_time_s", "wall s"),
+    Column("config_hash", "config"),
+]
+
+CONFIGURATION_TAIL = [
+    Column("length", "train length"),
+    Column("seeds", "seeds"),
+    Column("status", "status"),
+    Column("steps", "steps"),
+    Column("wall_time_s", "wall s (mean)"),
+    Column("num_parameters", "parameters"),
+    Column("state_size", "state size"),
+    Column("test_accuracy", "test accuracy (mean ± 95% t interval)"),
+    Column("runs", "runs"),
+]
+
+LINE_AXES = ("model", "task.length", "eval.lengths")
+
+
+def summary_cells(records: Sequence[RunRecord]) -> dict[str, str]:
+    """The cells every summary row has, over ``records`` (one run, or a configuration's
+    seeds)."""
+    first = records[0]
+    statuses = Counter(r.status for r in records)
+    return {
+        "task": first.task,
+        "length": str(first.config["task"]["length"]),
+        "model": model_summary(first.config["model"]),
+        "status": ", ".join(
+            status if len(records) == 1 else f"{count} {status}"
+            for status, count in statuses.items()
+        ),
+        "steps": _span([r.metrics.get("steps_run") for r in records]),
+        "wall_time_s": _mean_text([r.wall_time_s for r in records]),
+        "num_parameters": _span([r.num_parameters for r in records]),
+        "state_size": _span([r.state_size for r in records]),
+        "test_accuracy": accuracy_text(Group(first.config, list(records)).metric(), len(records)),
+    }
+
+
+def accuracy_text(by_length: dict[int, Estimate], seeds: int) -> str:
+    """``20: 1.000 ± 0.000; 50: 0.912 ± 0.034`` (one run: ``20: 1.000``); a length that fewer
+    seeds reached says how many."""
+    parts = []
+    for length, value in by_length.items():
+        text = f"{value.mean:.3f}" if seeds == 1 else value.text()
+        if value.n < seeds:
+            text += f" (n={value.n})"
+        parts.append(f"{length}: {text}")
+    return "; ".join(parts)
+
+
+def run_rows(records: Sequence[RunRecord]) -> list[dict[str, str]]:
+    """One row per stored run, in :data:`RUN_COLUMNS`."""
+    return [
+        {
+            **summary_cells([r]),
+            "id": str(r.id),
+            "status": r.status,
+            "seed": str(r.config["train"]["seed"]),
+            "config_hash": r.config_hash,
+        }
+        for r in records
+    ]
+
+
+def configuration_rows(groups: Sequence[Group]) -> tuple[list[Column], list[dict[str, str]]]:
+    """One row per configuration (seeds aggregated): the model, exactly the config fields
+    that vary among ``groups``, then :data:`CONFIGURATION_TAIL`."""
+    fields = varying_fields([g.config for g in groups], skip=LINE_AXES)
+    columns = [Column("model", "model"), *[Column(f, f) for f in fields], *CONFIGURATION_TAIL]
+    rows = []
+    for group in sorted(groups, key=lambda g: (g.task, label(g.config, fields), g.train_length)):
+        rows.append(
+            {
+                **summary_cells(group.records),
+                **field_texts(group.config, fields),
+                "seeds": str(len(group.records)),
+                "runs": ", ".join(str(r.id) for r in group.records),
+            }
+        )
+    return columns, rows
+
+
+def _span(values: Sequence[Any]) -> str:
+    """One value, or ``low–high`` where the runs differ; blank where none has it."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return ""
+    low, high = min(present), max(present)
+    return format_value(low) if low == high else f"{format_value(low)}–{format_value(high)}"
+
+
+def _mean_text(values: Sequence[float | None]) -> str:
+    present = [v for v in values if v is not None]
+    return f"{statistics.fmean(present):.1f}" if present else ""
+
+
+# -- renderings --------------------------------------------------------------------------------
+
+
+def text_table(columns: Sequence[Column], rows: Sequence[dict[str, str]]) -> str:
+    """A plain aligned text table (pipes and terminals alike)."""
+    cells = [[c.header for c in columns]] + [[row.get(c.key, "") for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def csv_text(columns: Sequence[Column], rows: Sequence[dict[str, str]]) -> str:
+    """CSV with the column keys as header."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[c.key for c in columns], extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def html_table(columns: Sequence[Column], rows: Sequence[dict[str, str]]) -> str:
+    head = "".join(f"<th>{html.escape(c.header)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(row.get(c.key, ''))}</td>" for c in columns) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def sweep_summary(records: Sequence[RunRecord], claims: Sequence[Claim] = ()) -> str:
+    """What ``sweep`` prints at the end: the table of configurations (seeds aggregated) over
+    the finished ``records``, then one verdict line per claim."""
+    groups = group_runs(records)
+    table = text_table(*configuration_rows(groups)) if groups else "no finished runs"
+    verdicts = [result.line() for result in evaluate_claims(claims, records)]
+    return "\n".join([table, *verdicts])
+
+
+def result_line(result: RunResult) -> str:
+    """One line for a run as it finishes: id, status, whether trained or served, accuracy."""
+    source = "served from the store" if result.cached else "trained"
+    by_length = {int(k): v for k, v in result.metrics.get("test_accuracy", {}).items()}
+    accuracy = accuracy_text({n: estimate([v]) for n, v in sorted(by_length.items())}, 1)
+    return (
+        f"run {result.run_id} ({result.status}, {source}) config {result.config_hash}: "
+        f"test accuracy {{{accuracy}}}"
+    )
