@@ -119,3 +119,58 @@ def test_models_lists_every_model_with_sizes() -> None:
     assert result.returncode == 0, result.stderr
     listed = [line.split()[0] for line in result.stdout.strip().splitlines()[1:]]
     assert listed == models.names()
+
+
+def test_runs_lists_the_store_as_a_table_and_as_csv(tmp_path: Path) -> None:
+    from sepbench.store import Store
+    from tests.stored_runs import add_run
+
+    store = tmp_path / "s.sqlite"
+    record = add_run(Store(store), {8: 0.5})
+    table = sepbench("runs", "--store", str(store))
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[2].split()[:6] == [
+        str(record.id), "index_lookup", "8", "transformer", "w8", "L1"
+    ]
+    rows = sepbench("runs", "--format", "csv", "--store", str(store)).stdout.splitlines()
+    assert rows[0].startswith("id,task,length,model,status,seed,test_accuracy")
+    assert rows[1].startswith(f"{record.id},index_lookup,8,transformer w8 L1,done,0,8: 0.500")
+
+
+SWEEP_WITH_CLAIMS = """
+base:
+  task: {name: index_lookup, length: 4, params: {vocab_size: 4, max_length: 8}}
+  model: {name: lstm, width: 4, layers: 1}
+  train: {steps: 2, batch_size: 4, lr: 0.01, val_interval: 1, val_examples: 4}
+  eval: {examples: 8}
+  device: cpu
+grid:
+  train.seed: [0, 1]
+claims:
+  - {text: an LSTM scores at least 0, paper: "§2", where: {model: lstm}, op: ">=", value: 0}
+  - {text: it scores above 1, paper: "§2", where: {lr: 1e-2}, at: max, op: ">", value: 1}
+"""
+
+
+def test_sweep_prints_the_table_then_each_claims_verdict(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SWEEP_WITH_CLAIMS)
+    result = sepbench("sweep", str(spec), "--workers", "1", "--store", str(tmp_path / "s.sqlite"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    header = lines[-5].split()
+    assert header[:4] == ["model", "train", "length", "seeds"] and lines[-3].split()[4] == "2"
+    assert lines[-2].startswith("claim held: an LSTM scores at least 0 (§2;")
+    assert lines[-1].startswith("claim not held: it scores above 1 (§2;")
+
+
+def test_a_bad_claim_stops_the_sweep_before_any_run(tmp_path: Path) -> None:
+    from sepbench.store import Store
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SWEEP_WITH_CLAIMS.replace('op: ">", value: 1', 'op: "=>", value: 1'))
+    store = tmp_path / "s.sqlite"
+    result = sepbench("sweep", str(spec), "--workers", "1", "--store", str(store))
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: claims[1].op: must be '>=', '<=', '>' or '<'; got '=>'"
+    assert Store(store).runs() == []

@@ -20,7 +20,12 @@ def test_demo_smoke_writes_a_report_with_every_figure(tmp_path: Path) -> None:
         assert model in first.stdout
     page = (out / "report.html").read_text()
     pngs = sorted(out.glob("*.png"))
-    assert {p.stem for p in pngs} == {"index_lookup_accuracy", "index_lookup_curves"}
+    assert {p.stem for p in pngs} == {
+        "index_lookup_accuracy", "index_lookup_state_size", "index_lookup_curves"
+    }
+    assert page.index("<h2>Claims</h2>") < page.index("<h2>index_lookup</h2>")
+    verdicts = [line for line in first.stdout.splitlines() if line.startswith("claim ")]
+    assert len(verdicts) == 2 and all("(§2;" in line for line in verdicts)
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == len(pngs)
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -372,10 +371,8 @@ def save(figure: plt.Figure, stem: Path) -> tuple[list[Path], str]:
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     for path in paths:
         figure.savefig(path, dpi=120)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
     plt.close(figure)
-    return paths, base64.b64encode(buffer.getvalue()).decode()
+    return paths, base64.b64encode(paths[0].read_bytes()).decode()
 
 
 STYLE = """

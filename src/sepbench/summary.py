@@ -66,9 +66,9 @@ CONFIGURATION_TAIL = [
 LINE_AXES = ("model", "task.length", "eval.lengths")
 
 
-def summary_cells(records: Sequence[RunRecord]) -> dict[str, str]:
-    """The cells every summary row has, over ``records`` (one run, or a configuration's
-    seeds)."""
+def summary_cells(records: Sequence[RunRecord], *, one_run: bool = False) -> dict[str, str]:
+    """The cells every summary row has, over ``records``: a configuration's seeds, or with
+    ``one_run`` a single run listed as such (its accuracy without the seed count)."""
     first = records[0]
     statuses = Counter(r.status for r in records)
     return {
@@ -76,23 +76,25 @@ def summary_cells(records: Sequence[RunRecord]) -> dict[str, str]:
         "length": str(first.config["task"]["length"]),
         "model": model_summary(first.config["model"]),
         "status": ", ".join(
-            status if len(records) == 1 else f"{count} {status}"
+            status if len(statuses) == 1 else f"{count} {status}"
             for status, count in statuses.items()
         ),
         "steps": _span([r.metrics.get("steps_run") for r in records]),
         "wall_time_s": _mean_text([r.wall_time_s for r in records]),
         "num_parameters": _span([r.num_parameters for r in records]),
         "state_size": _span([r.state_size for r in records]),
-        "test_accuracy": accuracy_text(Group(first.config, list(records)).metric(), len(records)),
+        "test_accuracy": accuracy_text(
+            Group(first.config, list(records)).metric(), len(records), one_run=one_run
+        ),
     }
 
 
-def accuracy_text(by_length: dict[int, Estimate], seeds: int) -> str:
-    """``20: 1.000 ± 0.000; 50: 0.912 ± 0.034`` (one run: ``20: 1.000``); a length that fewer
-    seeds reached says how many."""
+def accuracy_text(by_length: dict[int, Estimate], seeds: int, *, one_run: bool = False) -> str:
+    """``20: 1.000 ± 0.000; 50: 0.912 (1 seed)`` (``one_run``: ``20: 1.000``); a length that
+    fewer seeds reached says how many."""
     parts = []
     for length, value in by_length.items():
-        text = f"{value.mean:.3f}" if seeds == 1 else value.text()
+        text = f"{value.mean:.3f}" if one_run else value.text()
         if value.n < seeds:
             text += f" (n={value.n})"
         parts.append(f"{length}: {text}")
@@ -103,7 +105,7 @@ def run_rows(records: Sequence[RunRecord]) -> list[dict[str, str]]:
     """One row per stored run, in :data:`RUN_COLUMNS`."""
     return [
         {
-            **summary_cells([r]),
+            **summary_cells([r], one_run=True),
             "id": str(r.id),
             "status": r.status,
             "seed": str(r.config["train"]["seed"]),
@@ -188,7 +190,8 @@ def result_line(result: RunResult) -> str:
     """One line for a run as it finishes: id, status, whether trained or served, accuracy."""
     source = "served from the store" if result.cached else "trained"
     by_length = {int(k): v for k, v in result.metrics.get("test_accuracy", {}).items()}
-    accuracy = accuracy_text({n: estimate([v]) for n, v in sorted(by_length.items())}, 1)
+    by_length = {n: estimate([v]) for n, v in sorted(by_length.items())}
+    accuracy = accuracy_text(by_length, 1, one_run=True)
     return (
         f"run {result.run_id} ({result.status}, {source}) config {result.config_hash}: "
         f"test accuracy {{{accuracy}}}"
