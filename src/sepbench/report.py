@@ -196,7 +196,7 @@ def accuracy_figure(
             axes.errorbar(
                 list(by_length),
                 [e.mean for e in by_length.values()],
-                yerr=[e.half_width or 0.0 for e in by_length.values()],
+                yerr=error_bars(by_length.values()),
                 marker="o",
                 capsize=3,
                 color=colors[canonical(line.groups[0].config)],
@@ -214,6 +214,14 @@ def accuracy_figure(
     all_axes[0][0].set_ylabel("test accuracy (mean, 95% t interval)")
     figure.tight_layout()
     return figure
+
+
+def error_bars(estimates: Sequence[Estimate]) -> list[list[float]]:
+    """Lower and upper bar lengths: the t interval, drawn within [0, 1] (an accuracy cannot
+    leave it, while a t interval over 2-3 seeds can; the tables give it unclipped)."""
+    low = [e.mean - max(e.low, 0.0) if e.half_width else 0.0 for e in estimates]
+    high = [min(e.high, 1.0) - e.mean if e.half_width else 0.0 for e in estimates]
+    return [low, high]
 
 
 def seeds_text(estimates: Sequence[Estimate]) -> str:
@@ -252,12 +260,13 @@ def draw_chance(axes: plt.Axes, drawn: Sequence[Line]) -> None:
 
 
 def length_axis(drawn: Sequence[Line]) -> str:
-    """The x label, stating the training lengths (``task.length``)."""
+    """The x label, stating the training lengths: ``task.length`` is the longest length a run
+    trains on (each task draws its training lengths up to it, or exactly it)."""
     groups = [g for line in drawn for g in line.groups]
     if all(g.test_lengths == [g.train_length] for g in groups):
-        return "length N (each run trained and tested at its N)"
-    trained = sorted({g.train_length for g in groups})
-    return f"test length (trained at task.length = {', '.join(map(str, trained))})"
+        return "length N (each run trained on lengths up to its N, tested at N)"
+    trained = ", ".join(str(n) for n in sorted({g.train_length for g in groups}))
+    return f"test length (trained on lengths up to task.length = {trained})"
 
 
 def state_size_figure(task: str, groups: Sequence[Group]) -> plt.Figure:
@@ -295,7 +304,7 @@ def state_size_figure(task: str, groups: Sequence[Group]) -> plt.Figure:
             axes.errorbar(
                 [p[0] for p in points],
                 [p[1].mean for p in points],
-                yerr=[p[1].half_width or 0.0 for p in points],
+                yerr=error_bars([p[1] for p in points]),
                 marker="o",
                 capsize=3,
                 color=f"C{index % 10}",
@@ -327,7 +336,7 @@ def curves_figure(
     colors = colors or line_colors(groups)
     lengths = sorted({g.train_length for g in groups})
     figure, all_axes = plt.subplots(
-        1, len(lengths), figsize=(4.4 * len(lengths), 3.8), squeeze=False, sharey=True
+        1, len(lengths), figsize=(max(6.4, 4.4 * len(lengths)), 3.8), squeeze=False, sharey=True
     )
     fields = varying_fields([g.config for g in groups], skip=("task.length", "eval.lengths"))
     for axes, length in zip(all_axes[0], lengths):
