@@ -108,3 +108,14 @@ def test_layers_that_disagree_give_the_per_layer_values() -> None:
 )
 def test_format_value(value: Any, text: str) -> None:
     assert format_value(value) == text
+
+
+def test_a_model_option_varies_within_a_family_only() -> None:
+    """The Transformer's learned positions follow from the family; a choice within it does
+    not."""
+    configs = [resolved(), resolved(model__name="lstm"),
+               resolved(model__params={"positional": "sinusoidal"})]
+    assert varying_fields(configs) == ["model", "model.params.positional"]
+    assert label(configs[1], ["model", "model.params.positional"]) == (
+        "lstm w8 L1 · model.params.positional=none"
+    )

@@ -6,7 +6,8 @@ structure (family, width, the mixer of every layer) is one field, ``model``, wri
 fields stay dotted (``model.params.d_state`` in the flat shape; in the per-layer shape a layer
 field is written once for all layers, ``model.layers.*.mixer.d_state``, when the layers that
 have it agree). A label is the model summary followed by exactly the other fields that vary
-among the configurations drawn together.
+among the configurations drawn together (a model option counts as varying only within one
+model family).
 """
 
 from __future__ import annotations
@@ -123,15 +124,29 @@ def config_fields(config: dict[str, Any]) -> dict[str, Any]:
 def varying_fields(configs: Iterable[dict[str, Any]], skip: Iterable[str] = ()) -> list[str]:
     """The fields (see :func:`config_fields`) that take at least two values among the
     ``configs`` that have them, in config order. A field only some configs have (a mixer's
-    option, another task's parameter) varies only where it is set differently."""
+    option, another task's parameter) varies only where it is set differently; a model field
+    varies only within one model family (``model.name``): one that differs only between
+    families (a Transformer's learned positions, an LSTM's none) follows from the family,
+    which the model summary already names."""
+    configs = list(configs)
     flats = [config_fields(c) for c in configs]
+    families = [str(c.get("model", {}).get("name")) for c in configs]
     keys = list(dict.fromkeys(key for flat in flats for key in flat))
     skipped = set(skip)
-    return [
-        key
-        for key in keys
-        if key not in skipped and len({_comparable(f[key]) for f in flats if key in f}) > 1
-    ]
+    return [key for key in keys if key not in skipped and _varies(key, flats, families)]
+
+
+def _varies(key: str, flats: list[dict[str, Any]], families: list[str]) -> bool:
+    scopes = sorted(set(families)) if key.startswith("model.") else [None]
+    for scope in scopes:
+        values = {
+            _comparable(flat[key])
+            for flat, family in zip(flats, families)
+            if key in flat and scope in (None, family)
+        }
+        if len(values) > 1:
+            return True
+    return False
 
 
 def field_texts(config: dict[str, Any], fields: Sequence[str]) -> dict[str, str]:
