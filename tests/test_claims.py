@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from sepbench.claims import (
     HELD,
@@ -18,6 +16,7 @@ from sepbench.claims import (
 )
 from sepbench.errors import SepbenchError
 from sepbench.store import Store
+from sepbench.sweep_spec import expand, load, preset_names
 from tests.stored_runs import add_run, experiment_config
 
 TRANSFORMER_SOLVES = {
@@ -150,7 +149,12 @@ def test_a_scalar_metric_is_checked_at_the_training_length(store: Store) -> None
     )
 
 
-def test_the_demo_declares_valid_claims_citing_the_papers() -> None:
-    text = (resources.files("sepbench") / "presets" / "demo.yaml").read_text()
-    declared = parse_claims(yaml.safe_load(text)["claims"])
-    assert len(declared) >= 2 and {c.paper for c in declared} == {"§2"}
+@pytest.mark.parametrize("preset", preset_names())
+def test_every_presets_claims_are_valid_on_fields_its_runs_have(preset: str) -> None:
+    spec = load(preset)
+    configs = [experiment.resolved() for experiment in expand(spec, smoke=True)]
+    assert len(parse_claims(spec.claims, configs)) == len(spec.claims)
+
+
+def test_the_demo_declares_its_claims() -> None:
+    assert [c.paper for c in parse_claims(load("demo").claims)] == ["§2", "§2"]

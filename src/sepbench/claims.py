@@ -243,7 +243,9 @@ def required_lengths(claim: Claim, records: Sequence[RunRecord]) -> list[int]:
 
 
 def _planned(metric: str, record: RunRecord) -> list[int]:
-    if metric == "test_accuracy" or isinstance(record.metrics.get(metric), dict):
+    """Test metrics (``test_*``, or any stored per length) at ``eval.lengths``; a scalar
+    metric at ``task.length``. Read from the config, so a failed run counts too."""
+    if metric.startswith("test_") or isinstance(record.metrics.get(metric), dict):
         return [int(n) for n in record.config["eval"]["lengths"]]
     return [int(record.config["task"]["length"])]
 
