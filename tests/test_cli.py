@@ -88,7 +88,7 @@ def test_export_writes_jsonl_that_round_trips(tmp_path: Path) -> None:
         (["runs", "--format", "xml"], "table, csv, json"),
         (["runs", "--format", "parquet"], "--format parquet writes to --out FILE"),
         (["export", "parity", "--out", "x.txt"], "cannot tell the format from 'x.txt'"),
-        (["runs", "--status", "sleeping"], "running, done, diverged, failed"),
+        (["runs", "--status", "sleeping"], "running, done, diverged, failed, interrupted"),
         (["show", "999"], "no run with id 999"),
         (["sweep", "no_such_preset"], "presets: demo"),
     ],

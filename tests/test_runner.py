@@ -66,7 +66,7 @@ def test_a_narrow_lstm_fails_index_lookup_at_length_64(store: Store) -> None:
 
 def test_a_finished_run_is_stored_and_served(store: Store) -> None:
     events: list[Any] = []
-    first = sepbench.run(tiny(), store=store, on_progress=events.append)
+    first = sepbench.run(tiny(), store=store, on_event=events.append)
     assert (first.status, first.cached) == ("done", False)
     assert set(first.metrics["test_accuracy"]) == {8, 12}
     assert first.metrics["steps_run"] == 20 and events

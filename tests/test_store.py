@@ -80,7 +80,7 @@ def test_a_killed_process_leaves_a_consistent_store_and_is_rerun(tmp_path: Path)
     assert store.lookup_done("h") is None
     new_id = store.start("h", CONFIG, {})  # the dead owner is detected
     old, new = store.runs()
-    assert old.status == "failed" and "interrupted" in old.error
+    assert old.status == "interrupted" and "died" in old.error
     assert new.id == new_id and new.status == "running"
 
 

@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from sepbench import checkpoint
 from sepbench import train as train_module
 from sepbench import training_sets
 from sepbench.config import Experiment, experiment_from_dict
 from sepbench.tasks.base import Batch
 from sepbench.train import (
     ProgressEvent,
+    TrainingBatches,
     TrainResult,
     _lr_factor,
-    _training_batches,
     _validation_accuracy,
     _validation_set,
     data_streams,
@@ -66,7 +67,8 @@ def test_same_seed_gives_identical_results(tmp_path: Path) -> None:
 
 def test_progress_checkpoints_and_best_weights_restored(tmp_path: Path) -> None:
     events: list[ProgressEvent] = []
-    result, model = fit(experiment(steps=60, lr=2e-2), tmp_path, on_progress=events.append)
+    fitted = experiment(steps=60, lr=2e-2)
+    result, model = fit(fitted, tmp_path, on_event=events.append)
     assert result.status == "done" and result.steps_run == 60
     assert [p["step"] for p in result.curve] == [10, 20, 30, 40, 50, 60]
     assert [e.step for e in events] == [10, 20, 30, 40, 50, 60]
@@ -79,7 +81,8 @@ def test_progress_checkpoints_and_best_weights_restored(tmp_path: Path) -> None:
     validation = _validation_set(config, config.build_task(), data_streams(0).validation)
     restored = _validation_accuracy(config, config.build_task(), model, validation)
     assert restored == result.best_val_accuracy
-    assert torch.load(tmp_path / "best.pt")["val_accuracy"] == result.best_val_accuracy
+    best = checkpoint.load(tmp_path / "best.pt", fitted.config_hash())
+    assert best["val_accuracy"] == result.best_val_accuracy
 
 
 def test_early_stop_at_the_first_validation_reaching_the_threshold(tmp_path: Path) -> None:
@@ -107,7 +110,7 @@ def test_a_nan_loss_stops_the_run_as_diverged(
 def test_fixed_dataset_is_visited_in_shuffled_epochs(tmp_path: Path) -> None:
     config = experiment(dataset_size=24, batch_size=8)
     task = config.build_task()
-    batches = _training_batches(config, task, data_streams(0).train)
+    batches = TrainingBatches(config, task, data_streams(0).train)
     epochs = [[next(batches) for _ in range(3)] for _ in range(2)]
     spec = training_sets.TrainingSetSpec("dyck", task.params, 8, True, 0, 24)
     everything = training_sets.build(task, spec).batch(np.arange(24))
@@ -116,7 +119,7 @@ def test_fixed_dataset_is_visited_in_shuffled_epochs(tmp_path: Path) -> None:
     for epoch in seen:
         assert sorted(r for batch in epoch for r in batch) == examples
     assert seen[0] != seen[1] and len(set(examples)) > 12  # reshuffled; not one example
-    cached = _training_batches(config, task, data_streams(1).train, cache=tmp_path)
+    cached = TrainingBatches(config, task, data_streams(1).train, cache=tmp_path)
     assert [rows(next(cached)) for _ in range(3)] == seen[0]  # the seed decides, not the stream
     assert len(list(tmp_path.iterdir())) == 1
 
