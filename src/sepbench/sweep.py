@@ -16,11 +16,13 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
 from sepbench.backends import InProcess, Pool
 from sepbench.backends.base import Emit, Ended, Job, Outcome, Planned, Runner, SweepEvent
 from sepbench.backends.signals import stop_on_signals
 from sepbench.config import Experiment
-from sepbench.errors import check_int
+from sepbench.errors import SepbenchError
 from sepbench.runner import Interrupted, result_from_record, run
 from sepbench.store import Store
 
@@ -51,7 +53,9 @@ def default_workers() -> int:
 
 def check_workers(workers: object) -> int:
     """``workers`` if it is an integer >= 1, else a one-line error."""
-    return check_int("sweep", "--workers", workers, 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SepbenchError(f"--workers must be an integer >= 1, got {workers!r}")
+    return workers
 
 
 def label(experiment: Experiment) -> str:
@@ -76,8 +80,10 @@ def run_all(
 ) -> SweepResult:
     """Run every distinct experiment once (longest tasks first) on ``workers`` processes.
 
-    One worker runs in this process; more run as a :class:`~sepbench.backends.Pool` with an
-    equal share of the cores each. SIGINT, SIGTERM and SIGHUP stop the sweep (``stopped_by``).
+    One worker runs in this process, with torch's threads as set; more run as a
+    :class:`~sepbench.backends.Pool`, each with an equal share of those threads (torch's
+    default is one per core, ``OMP_NUM_THREADS`` overrides it). SIGINT, SIGTERM and SIGHUP
+    stop the sweep (``stopped_by``).
     ``on_event`` receives a :class:`~sepbench.backends.base.Planned` event, then the runs'
     events. ``runner`` runs one experiment (default :func:`sepbench.runner.run`).
     """
@@ -96,8 +102,8 @@ def run_all(
         emit(event)
 
     jobs = _jobs_to_run(unique, store, force, collect)
-    threads = max(1, default_workers() // workers)
-    backend = InProcess(runner, threads) if workers == 1 else Pool(workers, threads, runner)
+    threads = max(1, torch.get_num_threads() // workers)
+    backend = InProcess(runner) if workers == 1 else Pool(workers, threads, runner)
     with stop_on_signals():
         try:
             backend.execute(jobs, store.path, collect)

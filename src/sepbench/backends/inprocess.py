@@ -29,15 +29,22 @@ from sepbench.store import Store, StoreError
 
 
 class InProcess:
-    """Run jobs in this process with ``threads`` torch threads (default: torch's own)."""
+    """Run jobs in this process with ``threads`` torch threads (default: torch's own; the
+    process's setting is restored afterwards)."""
 
     def __init__(self, runner: Runner = run, threads: int | None = None) -> None:
         self.runner, self.threads = runner, threads
 
     def execute(self, jobs: list[Job], store_path: Path, emit: Emit) -> None:
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        store, queue = Store(store_path), JobQueue(jobs)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads or threads)
+        try:
+            self._execute(jobs, Store(store_path), emit)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _execute(self, jobs: list[Job], store: Store, emit: Emit) -> None:
+        queue = JobQueue(jobs)
         while queue:
             job = queue.take()
             if job is None:

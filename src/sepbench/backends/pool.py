@@ -15,8 +15,9 @@ but its own pipe.
 - The parent dies (even by SIGKILL): on Linux the kernel sends each worker SIGTERM, and it stops
   as above; elsewhere a worker notices at its next log point that its parent changed.
 
-Each worker gets an equal share of the cores as torch threads, fixed by the number of workers
-asked for, so a resumed run computes with the thread count it started with.
+Each worker computes with the same number of torch threads (the sweep divides torch's threads
+equally among the workers asked for), so a run resumed by a sweep with as many workers computes
+with the thread count it started with.
 """
 
 from __future__ import annotations
