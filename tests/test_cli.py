@@ -8,6 +8,7 @@ import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 
 from sepbench import tasks
 from sepbench.cli import main
+from sepbench.store import Store
 
 
 def sepbench(*args: str) -> subprocess.CompletedProcess:
@@ -119,3 +121,49 @@ def test_models_lists_every_model_with_sizes() -> None:
     assert result.returncode == 0, result.stderr
     listed = [line.split()[0] for line in result.stdout.strip().splitlines()[1:]]
     assert listed == models.names()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sweep", "demo", "--workers", "0"], "--workers must be an integer >= 1, got 0"),
+        (["demo", "--workers", "-1"], "--workers must be an integer >= 1, got -1"),
+        (["models", "--width", "0"], "models: --width must be in >= 1, got 0"),
+        (["models", "--length", "0"], "models: --length must be in >= 1, got 0"),
+    ],
+)
+def test_bad_sizes_get_one_line_before_anything_is_printed(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    store = ["--store", str(tmp_path / "s.sqlite")] if args[0] != "models" else []
+    result = sepbench(*args, *store)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"error: {message}\n"
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_a_sweep_with_a_failing_run_prints_the_table_lists_it_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sepbench import runner
+    from tests.sweeps import write_spec
+
+    real_train = runner.train
+
+    def train(experiment: Any, *args: Any, **kwargs: Any) -> Any:
+        if experiment.model.width == 12:
+            raise ZeroDivisionError("a bug in one model")
+        return real_train(experiment, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "train", train)
+    spec = write_spec(tmp_path / "spec.yaml", {"model.width": [8, 12]})
+    store = str(tmp_path / "s.sqlite")
+    result = sepbench("sweep", str(spec), "--workers", "1", "--store", store)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    table = result.stdout.split("-----")[-1]
+    assert " done " in table and " failed " in table
+    assert result.stdout.rstrip().endswith(
+        "failed: lstm w12 L1 · index_lookup N=8 · seed 0 · "
+        f"{Store(store).runs(status='failed')[0].config_hash[:8]}: "
+        "ZeroDivisionError: a bug in one model"
+    )

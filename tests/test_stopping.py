@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from sepbench import checkpoint
 from sepbench.store import Store
+from tests.files import read_only
 from tests.sweeps import descendants, sepbench, wait_for_line, wait_until_gone, write_spec
 
 GRID = {"model.width": [8, 12]}
@@ -80,3 +82,36 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_store_folder_made_read_only_mid_sweep_ends_it_with_one_line_and_loses_nothing(
+    tmp_path: Path, workers: int
+) -> None:
+    folder = tmp_path / "store"
+    store = folder / "s.sqlite"
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        {"variants": [{"task.length": 10}, {"task.length": 8, "train.steps": 600}]},
+    )
+    process = sepbench("sweep", str(spec), "--workers", str(workers), "--store", str(store))
+    finished_line = wait_for_line(process.stdout, "(done, trained)")
+    wait_for_line(process.stderr, "[2/2] step ")
+    with read_only(folder):
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 2, err
+        (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+        assert str(folder) in line and "cannot write" in line and "Traceback" not in err
+
+    runs = Store(store).runs()
+    finished = next(r for r in runs if r.status == "done")
+    assert f"run {finished.id} (done" in finished_line and finished.metrics["test_accuracy"]
+    assert {r.status for r in runs} == {"done", "running"}  # nothing half-written
+    (cut,) = [r for r in runs if r.status == "running"]
+    run_dir = folder / "checkpoints" / cut.config_hash
+    assert not list(run_dir.glob("*.partial"))
+    kept = checkpoint.load(run_dir / "last.pt", cut.config_hash)  # whole, or not there at all
+    assert 0 < kept["result"]["steps_run"] < 600
+    resumed = resume(spec, store)
+    assert f"resumed from step {kept['result']['steps_run']}" in resumed
+    assert [r.status for r in Store(store).runs()].count("done") == 2

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from sepbench.backends.base import (
     Ended,
@@ -81,7 +82,7 @@ def console_progress(stream: TextIO | None = None) -> Iterator[EventCallback]:
 
         def update(event: TrainEvent) -> None:
             if isinstance(event, Notice):
-                bar.console.print(event.message)
+                bar.console.print(event.message, markup=False, highlight=False)
                 return
             bar.update(bar_id, total=event.steps, completed=event.step, status=describe(event))
 
@@ -130,8 +131,8 @@ class SweepView:
         for index, row in enumerate(self.rows, 1):
             table.add_row(
                 str(index),
-                row.label,
-                row.status,
+                Text(row.label),
+                Text(row.status),
                 f"{row.step}/{row.steps}" if row.steps else "",
                 "" if row.val_accuracy is None else f"{row.val_accuracy:.3f}",
                 "" if row.eta_s is None else f"{row.eta_s:.0f}s",
@@ -161,7 +162,9 @@ def sweep_progress(
             def update(event: SweepEvent) -> None:
                 view.update(event)
                 if isinstance(event, Noticed):
-                    live.console.print(f"[{event.index + 1}] {event.message}", markup=False)
+                    live.console.print(
+                        f"[{event.index + 1}] {event.message}", markup=False, highlight=False
+                    )
 
             yield update
         return

@@ -160,8 +160,17 @@ def _bury(worker: _Worker, workers: list[_Worker], store: Store, emit: Emit) -> 
         return
     code = worker.process.exitcode or 0
     cause = f"worker killed by signal {-code}" if code < 0 else f"worker exited with code {code}"
-    closed = store.abandon(worker.pid, "failed", cause)
+    closed = _abandon(store, worker.pid, "failed", cause)
     emit(Ended(worker.job.index, Outcome("failed", closed[-1] if closed else None, error=cause)))
+
+
+def _abandon(store: Store, pid: int, status: str, cause: str) -> list[int]:
+    """Close a gone worker's rows; when the store itself cannot be written, leave them (the
+    next claim of their configs finds their process dead)."""
+    try:
+        return store.abandon(pid, status, cause)
+    except StoreError:
+        return []
 
 
 def _stop(workers: list[_Worker], store: Store, cause: str, emit: Emit) -> None:
@@ -182,7 +191,7 @@ def _stop(workers: list[_Worker], store: Store, cause: str, emit: Emit) -> None:
         worker.process.join()
         _drain_ends(worker, emit)
         if worker.job is not None:
-            closed = store.abandon(worker.pid, "interrupted", cause)
+            closed = _abandon(store, worker.pid, "interrupted", cause)
             outcome = Outcome("interrupted", closed[-1] if closed else None, error=cause)
             emit(Ended(worker.job.index, outcome))
         if not worker.conn.closed:
