@@ -5,7 +5,15 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from sepbench.backends.base import Ended, Noticed, Outcome, Planned, Progressed, Started
+from sepbench.backends.base import (
+    Ended,
+    Noticed,
+    Outcome,
+    Planned,
+    Progressed,
+    Started,
+    Waiting,
+)
 from sepbench.progress import SweepView, console_progress, sweep_progress
 from sepbench.runner import RunResult
 from sepbench.train import Notice, ProgressEvent
@@ -41,6 +49,8 @@ def test_the_view_follows_the_events() -> None:
         "training", 20, 100, 0.25, 42.0
     )
     assert view.rows[1].status == "queued"
+    view.update(Waiting(1, run_id=3))
+    assert view.rows[1].status == "waiting"
     for event in EVENTS[4:]:
         view.update(event)
     assert [r.status for r in view.rows] == ["done", "failed"]

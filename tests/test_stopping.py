@@ -20,9 +20,14 @@ GRID = {"model.width": [8, 12]}
 
 
 def start_sweep(tmp_path: Path, workers: int) -> tuple[Any, Path, Path]:
+    """A sweep of two runs in its own session (a terminal's process group), once every
+    worker is training."""
     spec = write_spec(tmp_path / "spec.yaml", GRID, steps=400)
     store = tmp_path / "s.sqlite"
-    process = sepbench("sweep", str(spec), "--workers", str(workers), "--store", str(store))
+    process = sepbench(
+        "sweep", str(spec), "--workers", str(workers), "--store", str(store),
+        start_new_session=True,
+    )
     for run in range(1, workers + 1):  # every worker is training
         wait_for_line(process.stderr, f"[{run}/2] step ")
     return process, spec, store
@@ -36,17 +41,25 @@ def resume(spec: Path, store: Path) -> str:
 
 
 @pytest.mark.parametrize(
-    ("signum", "workers"),
-    [(signal.SIGTERM, 2), (signal.SIGINT, 1), (signal.SIGHUP, 2), (signal.SIGTERM, 1)],
+    ("signum", "workers", "to_group"),
+    [
+        (signal.SIGINT, 2, True),  # Ctrl-C: the terminal signals every process of the group
+        (signal.SIGTERM, 2, False),  # kill, a job scheduler
+        (signal.SIGTERM, 1, False),
+        (signal.SIGHUP, 1, True),  # the terminal went away
+    ],
 )
 def test_a_stop_signal_interrupts_every_run_leaves_no_process_and_the_next_sweep_resumes(
-    tmp_path: Path, signum: int, workers: int
+    tmp_path: Path, signum: int, workers: int, to_group: bool
 ) -> None:
     process, spec, store = start_sweep(tmp_path, workers)
     family = descendants(process.pid) | {process.pid}
     pool = workers if workers > 1 else 0  # one worker runs in the sweep's own process
     assert len(family) >= 1 + pool  # the pool's workers (and its resource tracker)
-    process.send_signal(signum)
+    if to_group:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signum, err
     assert not wait_until_gone(family, timeout_s=10)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from sepbench import sweep
+from sepbench.backends.base import Waiting
 from sepbench.config import experiment_from_dict
 from sepbench.runner import run
 from sepbench.store import Store
@@ -98,8 +99,10 @@ def test_a_run_another_process_is_training_is_skipped_then_collected(tmp_path: P
 
     other = threading.Thread(target=finish_later)
     other.start()
-    result = sweep.run_all([first, second], store=store, workers=1)
+    events: list[Any] = []
+    result = sweep.run_all([first, second], store=store, workers=1, on_event=events.append)
     other.join()
+    assert [e for e in events if isinstance(e, Waiting)] == [Waiting(0, held)]  # said once
     assert [o.status for o in result.outcomes] == ["done", "done"]
     assert result.outcomes[0].run_id == held and result.outcomes[0].result.cached
     assert result.outcomes[1].result is not None and not result.outcomes[1].result.cached

@@ -28,6 +28,7 @@ from sepbench.backends.base import (
     Progressed,
     Started,
     SweepEvent,
+    Waiting,
 )
 from sepbench.train import EventCallback, Notice, ProgressEvent, TrainEvent
 
@@ -120,6 +121,8 @@ class SweepView:
             row.eta_s = progress.eta_s
             if progress.val_accuracy is not None:
                 row.val_accuracy = progress.val_accuracy
+        elif isinstance(event, Waiting):
+            self.rows[event.index].status = "waiting"
         elif isinstance(event, Ended):
             self.rows[event.index].status = _ended_status(event)
             self.rows[event.index].eta_s = None
@@ -188,6 +191,9 @@ def _log_lines(view: SweepView, event: SweepEvent) -> list[tuple[str, bool]]:
         return [(f"{prefix} {row.label}: started", False)]
     if isinstance(event, Noticed):
         return [(f"{prefix} {row.label}: {event.message}", False)]
+    if isinstance(event, Waiting):
+        return [(f"{prefix} {row.label}: another process is training it (run "
+                 f"{event.run_id}); its result is collected when it ends", False)]
     if isinstance(event, Progressed):
         now = time.monotonic()
         if event.event.val_accuracy is None and now - row.logged_at < LOG_EVERY_S:

@@ -77,12 +77,20 @@ class Noticed:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """Another process is training this run (``run_id``); it is collected when that ends."""
+
+    index: int
+    run_id: int
+
+
+@dataclass(frozen=True)
 class Ended:
     index: int
     outcome: Outcome
 
 
-SweepEvent = Planned | Started | Progressed | Noticed | Ended
+SweepEvent = Planned | Started | Progressed | Noticed | Waiting | Ended
 Emit = Callable[[SweepEvent], None]
 Runner = Callable[..., RunResult]
 """:func:`sepbench.runner.run` or a function with its signature (tests inject failures)."""
@@ -137,6 +145,7 @@ class JobQueue:
     def __init__(self, jobs: list[Job]) -> None:
         self.ready = deque(jobs)
         self.deferred: list[tuple[float, Job]] = []
+        self.waiting: set[int] = set()
 
     def __bool__(self) -> bool:
         return bool(self.ready or self.deferred)
@@ -149,8 +158,12 @@ class JobQueue:
             self.ready.append(job)
         return self.ready.popleft() if self.ready else None
 
-    def defer(self, job: Job) -> None:
+    def defer(self, job: Job, outcome: Outcome, emit: Emit) -> None:
+        """Try ``job`` again later; say so the first time (``outcome`` is its busy answer)."""
         self.deferred.append((time.monotonic() + BUSY_RETRY_S, job))
+        if job.index not in self.waiting:
+            self.waiting.add(job.index)
+            emit(Waiting(job.index, outcome.run_id))
 
     def wait_s(self) -> float:
         """Seconds until the next deferred job is due (0 when one is ready)."""

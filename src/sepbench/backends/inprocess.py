@@ -60,7 +60,7 @@ class InProcess:
                 emit(Ended(job.index, Outcome("interrupted", run_id, error=str(stop) or "stopped")))
                 raise
             if outcome.status == "busy":
-                queue.defer(job)
+                queue.defer(job, outcome, emit)
             elif outcome.fatal:
                 raise StoreError(outcome.error)
             else:

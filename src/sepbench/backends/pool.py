@@ -138,7 +138,7 @@ def _read(worker: _Worker, queue: JobQueue, emit: Emit) -> bool:
                 continue
             job, worker.job = worker.job, None
             if payload.status == "busy":
-                queue.defer(job)
+                queue.defer(job, payload, emit)
             elif payload.fatal:
                 raise StoreError(payload.error)
             else:
