@@ -72,14 +72,26 @@ class Tally:
     seen: set[int] = field(default_factory=set)
 
 
+STARTED: list[subprocess.Popen] = []
+
+
 def sweep(spec_path: Path, store: Path, workers: int, log: Path) -> subprocess.Popen:
     with log.open("a") as out:
-        return subprocess.Popen(
+        STARTED.append(subprocess.Popen(
             [sys.executable, "-m", "sepbench", "sweep", str(spec_path),
              "--workers", str(workers), "--store", str(store)],
             stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
+        ))
+    return STARTED[-1]
+
+
+def kill_leftovers() -> None:
+    """When this script is stopped early: no sweep it started may go on without it."""
+    for process in STARTED:
+        if process.poll() is None:
+            for pid in alive(descendants(process.pid) | {process.pid}):
+                os.kill(pid, signal.SIGKILL)
 
 
 def descendants(pid: int) -> set[int]:
@@ -218,4 +230,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        kill_leftovers()

@@ -235,12 +235,14 @@ def _work(conn: Any, store_path: str, threads: int, runner: Runner, parent: int)
     """
     stop_with_parent()
     worker_signals()
+    code = 1  # the parent reports "worker exited with code 1" for its run
     try:
         _serve(conn, store_path, threads, runner, parent)
+        code = 0
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(code)
 
 
 def _serve(conn: Any, store_path: str, threads: int, runner: Runner, parent: int) -> None:
