@@ -25,7 +25,7 @@ class Terminal(io.StringIO):
 
 
 def progress(step: int, accuracy: float | None) -> ProgressEvent:
-    return ProgressEvent(step, 100, 0.5, accuracy, 1000.0, 42.0)
+    return ProgressEvent(step, 100, 0.5, accuracy, 1000.0, 42.0, 1e-3)
 
 
 RESULT = RunResult(7, "abc", "done", {"test_accuracy": {8: 0.75}}, False, Path("."), 50)

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from sepbench import checkpoint
+from sepbench import checkpoint, training_sets
 from sepbench import train as train_module
-from sepbench import training_sets
 from sepbench.config import Experiment, experiment_from_dict
 from sepbench.tasks.base import Batch
 from sepbench.train import (
