@@ -8,6 +8,7 @@ import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 
 from sepbench import tasks
 from sepbench.cli import main
+from sepbench.store import Store
 
 
 def sepbench(*args: str) -> subprocess.CompletedProcess:
@@ -88,7 +90,7 @@ def test_export_writes_jsonl_that_round_trips(tmp_path: Path) -> None:
         (["runs", "--format", "xml"], "table, csv, json"),
         (["runs", "--format", "parquet"], "--format parquet writes to --out FILE"),
         (["export", "parity", "--out", "x.txt"], "cannot tell the format from 'x.txt'"),
-        (["runs", "--status", "sleeping"], "running, done, diverged, failed"),
+        (["runs", "--status", "sleeping"], "running, done, diverged, failed, interrupted"),
         (["show", "999"], "no run with id 999"),
         (["sweep", "no_such_preset"], "presets: demo"),
     ],
@@ -155,13 +157,17 @@ claims:
 def test_sweep_prints_the_table_then_each_claims_verdict(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(SWEEP_WITH_CLAIMS)
-    result = sepbench("sweep", str(spec), "--workers", "1", "--store", str(tmp_path / "s.sqlite"))
+    out = tmp_path / "report"
+    result = sepbench("sweep", str(spec), "--workers", "1", "--store", str(tmp_path / "s.sqlite"),
+                      "--out", str(out))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    header = lines[-5].split()
-    assert header[:4] == ["model", "train", "length", "seeds"] and lines[-3].split()[4] == "2"
-    assert lines[-2].startswith("claim held: an LSTM scores at least 0 (§2;")
-    assert lines[-1].startswith("claim not held: it scores above 1 (§2;")
+    header = lines[-6].split()
+    assert header[:4] == ["model", "train", "length", "seeds"] and lines[-4].split()[4] == "2"
+    assert lines[-3].startswith("claim held: an LSTM scores at least 0 (§2;")
+    assert lines[-2].startswith("claim not held: it scores above 1 (§2;")
+    assert lines[-1].startswith(f"report: {out / 'report.html'} (")
+    assert "claim not held" in (out / "report.html").read_text()
 
 
 def test_a_bad_claim_stops_the_sweep_before_any_run(tmp_path: Path) -> None:
@@ -174,3 +180,50 @@ def test_a_bad_claim_stops_the_sweep_before_any_run(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == "error: claims[1].op: must be '>=', '<=', '>' or '<'; got '=>'"
     assert Store(store).runs() == []
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sweep", "demo", "--workers", "0"], "--workers must be an integer >= 1, got 0"),
+        (["demo", "--workers", "-1"], "--workers must be an integer >= 1, got -1"),
+        (["models", "--width", "0"], "models: --width must be in >= 1, got 0"),
+        (["models", "--length", "0"], "models: --length must be in >= 1, got 0"),
+    ],
+)
+def test_bad_sizes_get_one_line_before_anything_is_printed(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    store = ["--store", str(tmp_path / "s.sqlite")] if args[0] != "models" else []
+    result = sepbench(*args, *store)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"error: {message}\n"
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_a_sweep_with_a_failing_run_prints_the_table_lists_it_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sepbench import runner
+    from tests.sweeps import write_spec
+
+    real_train = runner.train
+
+    def train(experiment: Any, *args: Any, **kwargs: Any) -> Any:
+        if experiment.model.width == 12:
+            raise ZeroDivisionError("a bug in one model")
+        return real_train(experiment, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "train", train)
+    spec = write_spec(tmp_path / "spec.yaml", {"model.width": [8, 12]})
+    store = str(tmp_path / "s.sqlite")
+    out = tmp_path / "report"
+    result = sepbench("sweep", str(spec), "--workers", "1", "--store", store, "--out", str(out))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    table = result.stdout.split("-----")[-1]
+    assert "lstm w8 L1" in table and " done " in table
+    *_, failure, report = result.stdout.rstrip().splitlines()
+    assert failure == (
+        "failed: lstm w12 L1 · index_lookup N=8 · seed 0 · "
+        f"{Store(store).runs(status='failed')[0].config_hash[:8]}: "
+        "ZeroDivisionError: a bug in one model"
+    )
+    assert report.startswith("report: ") and (out / "report.html").is_file()

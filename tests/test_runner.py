@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def test_a_narrow_lstm_fails_index_lookup_at_length_64(store: Store) -> None:
 
 def test_a_finished_run_is_stored_and_served(store: Store) -> None:
     events: list[Any] = []
-    first = sepbench.run(tiny(), store=store, on_progress=events.append)
+    first = sepbench.run(tiny(), store=store, on_event=events.append)
     assert (first.status, first.cached) == ("done", False)
     assert set(first.metrics["test_accuracy"]) == {8, 12}
     assert first.metrics["steps_run"] == 20 and events
@@ -105,8 +106,23 @@ def test_divergence_is_recorded(store: Store, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(train_module, "_loss", lambda *a: real_loss(*a) * float("nan"))
     result = sepbench.run(tiny(), store=store)
     assert result.status == "diverged" and "test_accuracy" not in result.metrics
+    assert result.metrics["diverged_at_step"] == 1
     assert store.get(result.run_id).status == "diverged"
     assert store.lookup_done(result.config_hash) is None
+    again = sepbench.run(tiny(), store=store)  # the same config diverges again: served
+    assert again.cached and again.status == "diverged" and again.run_id == result.run_id
+
+
+def test_training_beats_the_heartbeat_of_its_row(store: Store) -> None:
+    beats: list[float] = []
+
+    def look(event: Any) -> None:
+        (running,) = store.runs(status="running")
+        beats.append(running.heartbeat_at)
+
+    sepbench.run(tiny(), store=store, on_event=look)
+    assert len(beats) == 2 and beats[0] < beats[1]
+    assert beats[0] > time.time() - 60
 
 
 def test_an_exception_marks_the_run_failed_and_is_raised(

@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from sepbench import checkpoint, training_sets
 from sepbench import train as train_module
-from sepbench import training_sets
 from sepbench.config import Experiment, experiment_from_dict
 from sepbench.tasks.base import Batch
 from sepbench.train import (
+    Notice,
     ProgressEvent,
+    TrainingBatches,
     TrainResult,
     _lr_factor,
-    _training_batches,
     _validation_accuracy,
     _validation_set,
     data_streams,
@@ -66,7 +67,8 @@ def test_same_seed_gives_identical_results(tmp_path: Path) -> None:
 
 def test_progress_checkpoints_and_best_weights_restored(tmp_path: Path) -> None:
     events: list[ProgressEvent] = []
-    result, model = fit(experiment(steps=60, lr=2e-2), tmp_path, on_progress=events.append)
+    fitted = experiment(steps=60, lr=2e-2)
+    result, model = fit(fitted, tmp_path, on_event=events.append)
     assert result.status == "done" and result.steps_run == 60
     assert [p["step"] for p in result.curve] == [10, 20, 30, 40, 50, 60]
     assert [e.step for e in events] == [10, 20, 30, 40, 50, 60]
@@ -79,7 +81,8 @@ def test_progress_checkpoints_and_best_weights_restored(tmp_path: Path) -> None:
     validation = _validation_set(config, config.build_task(), data_streams(0).validation)
     restored = _validation_accuracy(config, config.build_task(), model, validation)
     assert restored == result.best_val_accuracy
-    assert torch.load(tmp_path / "best.pt")["val_accuracy"] == result.best_val_accuracy
+    best = checkpoint.load(tmp_path / "best.pt", fitted.config_hash())
+    assert best["val_accuracy"] == result.best_val_accuracy
 
 
 def test_early_stop_at_the_first_validation_reaching_the_threshold(tmp_path: Path) -> None:
@@ -98,16 +101,115 @@ def test_a_nan_loss_stops_the_run_as_diverged(
         return real_loss(*args) * (float("nan") if len(calls) >= 15 else 1.0)
 
     monkeypatch.setattr(train_module, "_loss", poisoned)
-    result, model = fit(experiment(steps=100), tmp_path)
+    config = experiment(steps=100)
+    result, model = fit(config, tmp_path)
     assert result.status == "diverged" and result.steps_run == 20 and len(calls) == 20
+    assert result.diverged_at_step == 15  # the first non-finite loss, not the log point
     assert np.isnan(result.curve[-1]["loss"]) and result.curve[-1]["val_accuracy"] is None
     assert all(torch.isfinite(p).all() for p in model.parameters())  # best weights restored
+    kept = checkpoint.load(tmp_path / "last.pt", config.config_hash())
+    assert kept["result"]["steps_run"] == 10  # the diverged state is never checkpointed
+
+
+def test_non_finite_weights_with_a_finite_loss_are_divergence_not_a_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An update that makes a weight infinite at a validation step: the loss of that step was
+    still finite, but validating those weights would score garbage."""
+    real_optimise, calls = train_module._optimise, []
+
+    def breaking(experiment: Experiment, model: torch.nn.Module, *args: Any) -> torch.Tensor:
+        loss = real_optimise(experiment, model, *args)
+        calls.append(1)
+        if len(calls) == 20:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("inf"))
+        return loss
+
+    monkeypatch.setattr(train_module, "_optimise", breaking)
+    result, model = fit(experiment(steps=100), tmp_path)
+    assert result.status == "diverged" and result.diverged_at_step == 20
+    assert [p["val_accuracy"] is None for p in result.curve] == [False, True]
+    assert result.best_val_accuracy == result.curve[0]["val_accuracy"]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+class Stop(Exception):
+    pass
+
+
+def fit_interrupted(config: Experiment, run_dir: Path, at_step: int) -> None:
+    """Train until ``at_step`` and stop there with an exception, as a killed process would."""
+    real_optimise, calls = train_module._optimise, []
+
+    def stopping(*args: Any) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == at_step:
+            raise Stop
+        return real_optimise(*args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "_optimise", stopping)
+        with pytest.raises(Stop):
+            fit(config, run_dir)
+
+
+@pytest.mark.parametrize("dataset_size", [None, 40])
+def test_a_resumed_run_ends_exactly_as_an_uninterrupted_one(
+    tmp_path: Path, dataset_size: int | None
+) -> None:
+    """Stopped at step 25 (last checkpoint: step 20), resumed: the same curve, accuracies and
+    weights, bit for bit; a fixed dataset resumes mid-epoch."""
+    config = experiment(steps=40, dataset_size=dataset_size, batch_size=16)
+    reference, reference_model = fit(config, tmp_path / "reference")
+    fit_interrupted(config, tmp_path / "resumed", at_step=25)
+    events: list[Any] = []
+    resumed, resumed_model = fit(config, tmp_path / "resumed", on_event=events.append)
+    assert resumed.resumed_from_step == 20
+    assert events[0] == Notice("resuming from the checkpoint at step 20")
+    assert [e.step for e in events[1:]] == [30, 40]
+    assert resumed.curve == reference.curve
+    fields = ("status", "steps_run", "best_val_accuracy", "final_val_accuracy")
+    assert [getattr(resumed, f) for f in fields] == [getattr(reference, f) for f in fields]
+    for ours, theirs in zip(resumed_model.parameters(), reference_model.parameters()):
+        assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "reason"),
+    [
+        ("truncate", "truncated"),
+        ("other_config", "written for config"),
+        ("older_format", "older"),
+    ],
+)
+def test_an_untrustworthy_checkpoint_is_reported_and_training_starts_over(
+    tmp_path: Path, spoil: str, reason: str
+) -> None:
+    config = experiment(steps=20)
+    reference, _ = fit(config, tmp_path / "reference")
+    run_dir = tmp_path / "run"
+    fit_interrupted(config, run_dir, at_step=15)
+    last = run_dir / "last.pt"
+    if spoil == "truncate":
+        last.write_bytes(last.read_bytes()[:-100])
+    elif spoil == "other_config":
+        fit_interrupted(experiment(steps=20, seed=3), tmp_path / "other", at_step=15)
+        last.write_bytes((tmp_path / "other" / "last.pt").read_bytes())
+    else:
+        torch.save({"step": 10, "model": {}, "optimizer": {}}, last)
+    events: list[Any] = []
+    result, _ = fit(config, run_dir, on_event=events.append)
+    (notice,) = [e for e in events if isinstance(e, Notice)]
+    assert reason in notice.message and "restarts from step 0" in notice.message
+    assert str(last) in notice.message and "\n" not in notice.message
+    assert result.resumed_from_step is None and result.curve == reference.curve
 
 
 def test_fixed_dataset_is_visited_in_shuffled_epochs(tmp_path: Path) -> None:
     config = experiment(dataset_size=24, batch_size=8)
     task = config.build_task()
-    batches = _training_batches(config, task, data_streams(0).train)
+    batches = TrainingBatches(config, task, data_streams(0).train)
     epochs = [[next(batches) for _ in range(3)] for _ in range(2)]
     spec = training_sets.TrainingSetSpec("dyck", task.params, 8, True, 0, 24)
     everything = training_sets.build(task, spec).batch(np.arange(24))
@@ -116,7 +218,7 @@ def test_fixed_dataset_is_visited_in_shuffled_epochs(tmp_path: Path) -> None:
     for epoch in seen:
         assert sorted(r for batch in epoch for r in batch) == examples
     assert seen[0] != seen[1] and len(set(examples)) > 12  # reshuffled; not one example
-    cached = _training_batches(config, task, data_streams(1).train, cache=tmp_path)
+    cached = TrainingBatches(config, task, data_streams(1).train, cache=tmp_path)
     assert [rows(next(cached)) for _ in range(3)] == seen[0]  # the seed decides, not the stream
     assert len(list(tmp_path.iterdir())) == 1
 

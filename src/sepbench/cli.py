@@ -6,6 +6,7 @@ Bad input (a :class:`~sepbench.errors.SepbenchError`) prints one line and exits 
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ import typer
 import yaml
 
 from sepbench import tasks
-from sepbench.errors import SepbenchError, check_choice
+from sepbench.errors import SepbenchError, check_choice, check_int
 from sepbench.store import Store
 
 app = typer.Typer(
@@ -112,14 +113,19 @@ def models_command(
     """List every model with its parameter count and state size at this size."""
     from sepbench import models
 
-    typer.echo(f"{'model':18s} {'parameters':>12s} {'state size':>12s}  layers")
+    for option, value in (("--width", width), ("--layers", layers), ("--length", length),
+                          ("--vocab", vocab)):
+        check_int("models", option, value, 1)
+    lines = []  # every model is built before anything is printed
     for name in models.names():
         mixers = ["mamba"] * max(layers - 1, 1) + ["attention"] if name == "hybrid" else None
         model = models.build(name, vocab, width, None if mixers else layers, mixers=mixers)
         described = "+".join(mixers) if mixers else f"{layers} x {name}"
-        typer.echo(
+        lines.append(
             f"{name:18s} {model.num_parameters():12,d} {model.state_size(length):12,d}  {described}"
         )
+    typer.echo(f"{'model':18s} {'parameters':>12s} {'state size':>12s}  layers")
+    typer.echo("\n".join(lines))
 
 
 @app.command("check-mixer")
@@ -150,15 +156,25 @@ def run_command(
     force: Annotated[bool, typer.Option(help="Rerun even if the store has this config.")] = False,
     store: StoreOption = None,
 ) -> None:
-    """Train, evaluate and store one experiment; print its summary."""
+    """Train, evaluate and store one experiment; print its summary.
+
+    SIGINT, SIGTERM or SIGHUP mark the run ``interrupted`` (exit code 128 + the signal's
+    number); the next ``run`` of the same config resumes from its last checkpoint.
+    """
+    from sepbench.backends.signals import exit_code, stop_on_signals
     from sepbench.config import load_experiment
     from sepbench.progress import console_progress
-    from sepbench.runner import run
+    from sepbench.runner import Interrupted, run
     from sepbench.summary import result_line
 
     experiment = load_experiment(config, set_ or [])
-    with console_progress() as on_progress:
-        result = run(experiment, store=open_store(store), force=force, on_progress=on_progress)
+    opened = open_store(store)
+    try:
+        with stop_on_signals(), console_progress() as on_event:
+            result = run(experiment, store=opened, force=force, on_event=on_event)
+    except Interrupted as stop:
+        typer.echo(f"{stop}: the run is marked interrupted; run again to resume", err=True)
+        sys.exit(exit_code(stop.signum))
     typer.echo(result_line(result))
 
 
@@ -166,7 +182,9 @@ def run_command(
 def runs_command(
     task: Annotated[str | None, typer.Option(help="Only runs of this task.")] = None,
     model: Annotated[str | None, typer.Option(help="Only runs of this model.")] = None,
-    status: Annotated[str | None, typer.Option(help="running, done, diverged or failed.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="running, done, diverged, failed or interrupted.")
+    ] = None,
     format_: Annotated[
         str, typer.Option("--format", help="table, csv, json or parquet.")
     ] = "table",
@@ -218,7 +236,8 @@ def report(
 
 
 WorkersOption = Annotated[
-    int | None, typer.Option(help="Worker processes (default: one per core).")
+    int | None,
+    typer.Option(help="Worker processes, >= 1 (default: one per core; 1 runs in this process)."),
 ]
 SeedsOption = Annotated[
     int | None, typer.Option(help="Run seeds 0..K-1 (replaces the spec's train.seed axis).")
@@ -233,9 +252,21 @@ def sweep_command(
     force: Annotated[bool, typer.Option(help="Rerun runs the store already has.")] = False,
     store: StoreOption = None,
     seeds: SeedsOption = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report directory (default: reports/<spec name>).")
+    ] = None,
 ) -> None:
-    """Run a grid of experiments on a local pool of workers, through the store."""
-    run_sweep(spec, workers=workers, smoke=smoke, force=force, store=store, seeds=seeds)
+    """Run a grid of experiments on a local pool of workers, through the store, and write
+    the report (claims first, one line per configuration).
+
+    Exit code 1 when a run failed (the others still ran), 130 / 143 / 129 when stopped by
+    SIGINT / SIGTERM / SIGHUP (the next sweep resumes the interrupted runs).
+    """
+    out = out or Path("reports") / Path(spec).stem
+    result = run_sweep(
+        spec, workers=workers, smoke=smoke, force=force, store=store, seeds=seeds, out=out
+    )
+    exit_for(result)
 
 
 def run_sweep(
@@ -245,26 +276,50 @@ def run_sweep(
     smoke: bool,
     force: bool,
     store: Path | None,
-    seeds: int | None = None,
-) -> tuple[list[Any], list[Any]]:
-    """Run a sweep, printing one line per finished run, the table (one row per configuration,
-    seeds aggregated) and each claim's verdict; returns the results and the claims."""
+    seeds: int | None,
+    out: Path,
+) -> Any:
+    """Run a sweep with a progress view; print the table (one row per configuration, seeds
+    aggregated), each claim's verdict and the failures; write the report to ``out``."""
     from sepbench import claims, summary, sweep, sweep_spec
+    from sepbench.progress import sweep_progress
+    from sepbench.report import write_report
+    from sepbench.store import FINISHED
 
+
+    if workers is not None:
+        sweep.check_workers(workers)
     opened = open_store(store)
     loaded = sweep_spec.load(spec)
     experiments = sweep_spec.expand(loaded, smoke=smoke, seeds=seeds)
     declared = claims.parse_claims(loaded.claims, [e.resolved() for e in experiments])
-    typer.echo(f"{len(experiments)} runs, store {opened.path}")
-    results = sweep.run_all(
-        experiments,
-        store=opened,
-        workers=workers,
-        force=force,
-        on_result=lambda result: typer.echo(summary.result_line(result)),
-    )
-    typer.echo(summary.sweep_summary([opened.get(r.run_id) for r in results], declared))
-    return results, declared
+    typer.echo(f"{len(experiments)} grid points, store {opened.path}")
+    with sweep_progress() as on_event:
+        result = sweep.run_all(
+            experiments, store=opened, workers=workers, force=force, on_event=on_event
+        )
+    ran = [o.run_id for o in result.outcomes if o is not None and o.run_id is not None]
+    typer.echo(summary.sweep_summary([opened.get(run_id) for run_id in ran], declared))
+    for experiment, outcome in result.failures:
+        typer.echo(f"{outcome.status}: {sweep.label(experiment)}: {outcome.error}")
+    finished = [o.run_id for o in result.outcomes if o is not None and o.status in FINISHED]
+    if finished and result.stopped_by is None:
+        written = write_report(opened, out, run_ids=finished, claims=declared)
+        typer.echo(f"report: {written.html} ({len(written.figures)} figure files)")
+    return result
+
+
+def exit_for(result: Any) -> None:
+    """A stopped sweep exits with 128 + the signal's number, one with failures with 1."""
+    from sepbench.backends.signals import exit_code
+
+    if result.stopped_by is not None:
+        name = signal.Signals(result.stopped_by).name
+        typer.echo(f"stopped by {name}: the same command resumes the interrupted runs", err=True)
+        sys.exit(exit_code(result.stopped_by))
+    if result.failures:
+        typer.echo(f"{len(result.failures)} runs did not finish (listed above)", err=True)
+        sys.exit(1)
 
 
 @app.command()
@@ -277,14 +332,10 @@ def demo(
     seeds: SeedsOption = None,
 ) -> None:
     """The main job: index lookup, Transformer vs LSTM vs Mamba (papers.md §2), with a report."""
-    from sepbench.report import write_report
-
-    results, declared = run_sweep(
-        "demo", workers=workers, smoke=smoke, force=force, store=store, seeds=seeds
+    result = run_sweep(
+        "demo", workers=workers, smoke=smoke, force=force, store=store, seeds=seeds, out=out
     )
-    run_ids = [r.run_id for r in results]
-    written = write_report(open_store(store), out, run_ids=run_ids, claims=declared)
-    typer.echo(f"report: {written.html} ({len(written.figures)} figure files)")
+    exit_for(result)
 
 
 def main() -> None:

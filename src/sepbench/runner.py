@@ -1,19 +1,26 @@
 """``sepbench.run``: one experiment, from config to a stored result, served from the store
 when it is already there.
 
-resolve and hash the config -> look for a ``done`` run of that hash in the store (returned as
-cached unless ``force``) -> claim a ``running`` row -> build the task and the model on the
-device -> train (:func:`sepbench.train.train`) -> evaluate the best-on-validation weights on the
+resolve and hash the config -> claim it in the store (:meth:`~sepbench.store.Store.claim`: a
+finished run is returned as cached unless ``force``; a config another live process is training
+is waited for, or raises :class:`Busy`) -> build the task and the model on the device -> train
+(:func:`sepbench.train.train`, continuing from the run's last checkpoint if it has one; every
+log point also beats the row's heartbeat) -> evaluate the best-on-validation weights on the
 test stream at each evaluation length (:func:`sepbench.evaluate.evaluate`) -> write metrics,
-sizes, throughput and the training curve to the row. Any exception (Ctrl-C included) marks
-the row ``failed`` with the error and is re-raised.
+sizes, throughput and the training curve to the row.
 
-A ``diverged`` run is still evaluated when a validation point came before the divergence
-(its best weights are then meaningful); otherwise it has no test accuracy.
+An exception marks the row ``failed`` with its one-line cause; a stop (:class:`Interrupted`,
+``KeyboardInterrupt``) marks it ``interrupted``, its checkpoints kept for the next attempt;
+both are re-raised. A ``diverged`` run is stored as such, with ``diverged_at_step``; it is
+evaluated only when a validation point came before the divergence (the best weights are then
+from before it), otherwise it has no test accuracy.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,16 +32,39 @@ from sepbench import evaluate
 from sepbench.config import Experiment
 from sepbench.cpu import keep_freed_memory
 from sepbench.errors import SepbenchError
-from sepbench.store import RunRecord, Store
+from sepbench.store import Claim, RunRecord, Store, StoreError
 from sepbench.tasks.base import Task
 from sepbench.train import (
+    EventCallback,
     ProgressCallback,
+    ProgressEvent,
+    TrainEvent,
+    clear_checkpoints,
     data_streams,
     mixed_precision,
     seed_everything,
     train,
 )
 from sepbench.training_log import training_log
+
+BUSY_POLL_S = 1.0
+"""How often a run waiting for another process's training of the same config looks again."""
+
+
+class Interrupted(BaseException):
+    """A signal asked this process to stop (see :mod:`sepbench.backends.signals`)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+class Busy(Exception):
+    """Another live process is training this config (``run(..., wait=False)``)."""
+
+    def __init__(self, config_hash: str, run_id: int) -> None:
+        self.config_hash, self.run_id = config_hash, run_id
+        super().__init__(f"config {config_hash} is being trained by another process (run {run_id})")
 
 
 @dataclass
@@ -48,6 +78,7 @@ class RunResult:
     metrics: dict[str, Any]
     cached: bool
     run_dir: Path
+    resumed_from_step: int | None = None
 
 
 def run(
@@ -55,31 +86,95 @@ def run(
     *,
     store: Store | None = None,
     force: bool = False,
-    on_progress: ProgressCallback | None = None,
+    on_event: EventCallback | None = None,
+    wait: bool = True,
 ) -> RunResult:
     """Train and evaluate ``experiment``, or return its stored result (``cached=True``).
 
-    ``store`` defaults to :meth:`Store.default`; ``force`` retrains even when a ``done`` run of
-    the same config exists. ``on_progress`` receives :class:`~sepbench.train.ProgressEvent`.
+    ``store`` defaults to :meth:`Store.default`; ``force`` retrains from step 0 even when a
+    finished run of the same config exists. ``on_event`` receives the training's
+    :class:`~sepbench.train.ProgressEvent` and :class:`~sepbench.train.Notice` events. When
+    another process is training the same config, ``wait`` waits for its outcome; otherwise
+    :class:`Busy` is raised.
     """
     store = store or Store.default()
     config_hash = experiment.config_hash()
     run_dir = store.run_dir(config_hash)
-    record = None if force else store.lookup_done(config_hash)
-    if record is not None:
-        return _cached(record, run_dir)
     device = resolve_device(experiment.device)
-    run_id = store.start(config_hash, experiment.resolved(), {"device": str(device)})
+    claim = _claim(store, experiment, config_hash, device, force=force, wait=wait)
+    if claim.record is not None:
+        return result_from_record(claim.record, run_dir)
+    run_id = claim.run_id
+    if force:
+        clear_checkpoints(run_dir)
+
+    def relay(event: TrainEvent) -> None:
+        if isinstance(event, ProgressEvent):
+            store.heartbeat(run_id)
+        if on_event is not None:
+            on_event(event)
+
     try:
         log_dir = run_dir / "tensorboard" / f"run-{run_id}"
-        with training_log(experiment, log_dir, on_progress) as (progress, log_record):
-            status, metrics, info, curve = _execute(experiment, device, run_dir, progress)
+        with training_log(experiment, log_dir, None) as (log, log_record):
+            status, metrics, info, curve, resumed = _execute(
+                experiment, device, run_dir, _with_log(relay, log)
+            )
         metrics.update(log_record)
-    except BaseException as error:
-        store.fail(run_id, f"{type(error).__name__}: {error}")
+        store.finish(run_id, status, metrics, info, curve)
+    except Exception as error:
+        _close(store, run_id, "failed", one_line(error))
         raise
-    store.finish(run_id, status, metrics, info, curve)
-    return RunResult(run_id, config_hash, status, metrics, False, run_dir)
+    except BaseException as error:
+        _close(store, run_id, "interrupted", str(error) or f"interrupted ({type(error).__name__})")
+        raise
+    return RunResult(run_id, config_hash, status, metrics, False, run_dir, resumed)
+
+
+def _with_log(relay: EventCallback, log: ProgressCallback | None) -> EventCallback:
+    """Training events to ``relay``, and the progress events to the training log too."""
+    if log is None:
+        return relay
+
+    def both(event: TrainEvent) -> None:
+        relay(event)
+        if isinstance(event, ProgressEvent):
+            log(event)
+
+    return both
+
+
+def one_line(error: BaseException) -> str:
+    """``Type: first line of the message``: the cause a failed run is recorded with."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _claim(
+    store: Store,
+    experiment: Experiment,
+    config_hash: str,
+    device: torch.device,
+    *,
+    force: bool,
+    wait: bool,
+) -> Claim:
+    """A ``running`` row for this process, or the finished run to serve; waits (or raises
+    :class:`Busy`) while another live process trains the config."""
+    config, info = experiment.resolved(), {"device": str(device)}
+    while True:
+        claim = store.claim(config_hash, config, info, reuse=not force)
+        if claim.state != "busy":
+            return claim
+        if not wait:
+            raise Busy(config_hash, claim.run_id)
+        time.sleep(BUSY_POLL_S)
+
+
+def _close(store: Store, run_id: int, status: str, cause: str) -> None:
+    """Record how the run ended, unless the store itself is what failed."""
+    with contextlib.suppress(StoreError):
+        store.end(run_id, status, cause)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -95,21 +190,23 @@ def _execute(
     experiment: Experiment,
     device: torch.device,
     run_dir: Path,
-    on_progress: ProgressCallback | None,
-) -> tuple[str, dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """Build, train, evaluate: (status, metrics, info, curve) for the store."""
+    on_event: EventCallback,
+) -> tuple[str, dict[str, Any], dict[str, Any], list[dict[str, Any]], int | None]:
+    """Build, train, evaluate: (status, metrics, info, curve, resumed-from step)."""
     if device.type == "cpu":
         keep_freed_memory()
     seed_everything(experiment.train.seed, device)
     task = experiment.build_task()
     model = experiment.build_model(task).to(device)
-    trained = train(experiment, task, model, run_dir=run_dir, on_progress=on_progress)
+    trained = train(experiment, task, model, run_dir=run_dir, on_event=on_event)
     metrics: dict[str, Any] = {
         "steps_run": trained.steps_run,
         "best_val_accuracy": trained.best_val_accuracy,
         "final_val_accuracy": trained.final_val_accuracy,
         "steps_to_threshold": trained.steps_to_threshold,
     }
+    if trained.status == "diverged":
+        metrics["diverged_at_step"] = trained.diverged_at_step
     if trained.best_val_accuracy is not None:
         with mixed_precision(experiment, device):
             tested = evaluate.evaluate_metrics(
@@ -131,7 +228,7 @@ def _execute(
         "tokens_per_s": trained.tokens_per_s,
         "device": str(device),
     }
-    return trained.status, metrics, info, trained.curve
+    return trained.status, metrics, info, trained.curve, trained.resumed_from_step
 
 
 def prompt_tokens(task: Task, length: int) -> int:
@@ -144,7 +241,8 @@ def prompt_tokens(task: Task, length: int) -> int:
     return int(task.sample(np.random.default_rng(0), 1, length).prompt_lengths[0])
 
 
-def _cached(record: RunRecord, run_dir: Path) -> RunResult:
+def result_from_record(record: RunRecord, run_dir: Path) -> RunResult:
+    """A stored run as a :class:`RunResult` (``cached``)."""
     metrics = dict(record.metrics)
     for key in ("test_accuracy", "test_answer_accuracy"):
         if key in metrics:

@@ -189,6 +189,8 @@ def sweep_summary(records: Sequence[RunRecord], claims: Sequence[Claim] = ()) ->
 def result_line(result: RunResult) -> str:
     """One line for a run as it finishes: id, status, whether trained or served, accuracy."""
     source = "served from the store" if result.cached else "trained"
+    if result.resumed_from_step:
+        source += f", resumed from step {result.resumed_from_step}"
     by_length = {int(k): v for k, v in result.metrics.get("test_accuracy", {}).items()}
     by_length = {n: estimate([v]) for n, v in sorted(by_length.items())}
     accuracy = accuracy_text(by_length, 1, one_run=True)

@@ -1,0 +1,39 @@
+"""Test helper: make a folder read-only for a while, also for root (who ignores permission
+bits): there the folder and its files are marked immutable with ``chattr +i``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _everything(folder: Path) -> list[Path]:
+    return [folder, *sorted(folder.rglob("*"))]
+
+
+def make_read_only(folder: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", *map(str, _everything(folder))], check=True)
+    else:
+        for path in _everything(folder):
+            path.chmod(path.stat().st_mode & ~0o222)
+
+
+def make_writable(folder: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", *map(str, _everything(folder))], check=True)
+    else:
+        for path in _everything(folder):
+            path.chmod(path.stat().st_mode | 0o200)
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    make_read_only(folder)
+    try:
+        yield
+    finally:
+        make_writable(folder)

@@ -1,0 +1,117 @@
+"""Test helpers for sweeps: tiny specs, runners that fail on purpose (module-level, so that
+pool workers can import them), the processes of a sweep."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sepbench.runner import RunResult, run
+from sepbench.store import Store
+from sepbench.train import ProgressEvent
+
+BASE = {
+    "task": {"name": "index_lookup", "length": 8, "params": {"vocab_size": 8, "max_length": 12}},
+    "model": {"name": "lstm", "width": 8, "layers": 1},
+    "train": {"steps": 20, "batch_size": 16, "lr": 0.003, "val_interval": 10,
+              "val_examples": 32},
+    "eval": {"examples": 64},
+    "device": "cpu",
+}
+
+
+def write_spec(path: Path, grid: dict[str, Any], **train: Any) -> Path:
+    """A sweep spec of tiny LSTM runs on index lookup (seconds each) with this grid."""
+    base = {**BASE, "train": {**BASE["train"], **train}}
+    path.write_text(yaml.safe_dump({"base": base, "grid": grid}, sort_keys=False))
+    return path
+
+
+def failing_runner(experiment: Any, *, on_event: Any, **kwargs: Any) -> RunResult:
+    """:func:`sepbench.runner.run`, except that the experiment named ``boom`` raises at its
+    first log point."""
+
+    def relay(event: Any) -> None:
+        if experiment.name == "boom":
+            raise RuntimeError("boom: this run raises on purpose\nsecond line of the message")
+        on_event(event)
+
+    return run(experiment, on_event=relay, **kwargs)
+
+
+def killing_runner(experiment: Any, *, store: Store, on_event: Any, **kwargs: Any) -> RunResult:
+    """:func:`sepbench.runner.run`, except that the worker running the experiment named
+    ``oom`` SIGKILLs itself (as the kernel's OOM killer would) once, after step 20."""
+    marker = store.path.parent / "killed-once"
+
+    def relay(event: Any) -> None:
+        on_event(event)
+        late = isinstance(event, ProgressEvent) and event.step >= 20
+        if experiment.name == "oom" and late and not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return run(experiment, store=store, on_event=relay, **kwargs)
+
+
+def sepbench(*args: str, **popen: Any) -> subprocess.Popen:
+    """``python -m sepbench ARGS`` in a new process, one torch thread, output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sepbench", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        **popen,
+    )
+
+
+def wait_for_line(stream: Any, text: str) -> str:
+    for line in stream:
+        if text in line:
+            return line
+    raise AssertionError(f"the stream ended without a line containing {text!r}")
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    """The processes of ``pids`` that still exist (zombies of our own children count as gone)."""
+    living = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            living.add(pid)
+    return living
+
+
+def wait_until_gone(pids: set[int], timeout_s: float) -> set[int]:
+    """Wait up to ``timeout_s`` for ``pids`` to exit; the ones still alive."""
+    deadline = time.monotonic() + timeout_s
+    while alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive(pids)
