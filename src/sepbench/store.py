@@ -253,7 +253,7 @@ class Store:
                 (
                     config_hash,
                     config["task"]["name"],
-                    config["model"]["name"],
+                    (config.get("model") or config["construction"])["name"],
                     json.dumps(config, sort_keys=True),
                     *(record[k] for k in INFO_COLUMNS),
                     *(record[k] for k in (
