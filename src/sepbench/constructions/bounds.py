@@ -216,10 +216,13 @@ def state_bits(model: nn.Module, task: Task, length: int, bits_per_scalar: int) 
 def state_bound_metrics(
     model: nn.Module, task: Task, length: int, bits_per_scalar: int
 ) -> dict[str, Any]:
-    """What a run stores beside its results: for a recurrent model, its state in bits and the
-    lower bound at its precision (``{}`` for a model whose state grows, or a task without one)."""
-    if not is_recurrent(model) or task.name not in KNOWN:
+    """What a run stores beside its results, on a task with a bound: for a recurrent model its
+    state in bits and the lower bound at its precision; ``recurrent: False`` for a model whose
+    state grows. ``{}`` on a task without a bound."""
+    if task.name not in KNOWN:
         return {}
+    if not is_recurrent(model):
+        return {"state_bound": {"recurrent": False}}
     bound = lower_bound(task, length, precision=bits_per_scalar)
     return {
         "state_bound": {
@@ -283,7 +286,9 @@ def describe(
     if upper is not None:
         lines += [
             f"upper bound: the construction {upper['construction']}: {upper['layers']} "
-            f"layer{'s' if upper['layers'] > 1 else ''}, width {upper['width']:,}, state "
+            f"layer{'s' if upper['layers'] > 1 else ''}, width {upper['width']:,}"
+            + (f" (k = {upper['k']:,})" if "k" in upper else "")
+            + ", state "
             f"after the prompt "
             f"{upper['state_scalars']:,} scalars, {upper['parameters']:,} parameters",
             f"  {upper['theorem']}",

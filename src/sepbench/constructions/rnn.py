@@ -157,13 +157,11 @@ class AutomatonRNN(Construction):
 
     def forward(self, tokens: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         if state is None:
-            start = torch.zeros(tokens.shape[0], self.width, device=tokens.device)
-            start[:, self.initial_unit] = 1.0
-            state = self.encode(start)
+            state = self.initial_state(tokens.shape[0], tokens.device)
         if self.activation == "tanh" and self.precision.bits is None:
             hidden, state = self._fused(tokens, state)
         else:
-            hidden, state = self._loop(tokens, state)
+            hidden, state = self.stepwise(tokens, state)
         return self.decode(hidden) @ self.readout.T + self.readout_bias, state
 
     def _fused(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
@@ -175,8 +173,15 @@ class AutomatonRNN(Construction):
         hidden, (h, c) = self.module(onehot, (state[0][None].contiguous(), state[1][None]))
         return hidden, (h[0], c[0])
 
-    def _loop(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
-        """One step at a time, rounding pre-activations and state (the reference form)."""
+    def initial_state(self, batch: int, device: torch.device) -> Any:
+        """The encoded one-hot of the unit that leads to the start state."""
+        start = torch.zeros(batch, self.width, device=device)
+        start[:, self.initial_unit] = 1.0
+        return self.encode(start)
+
+    def stepwise(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """(h for every step, the last state), one step at a time, rounding pre-activations and
+        state: the reference form of every cell."""
         rounded, outputs = self.precision, []
         if self.activation == "step":
             drive = self.weight_ih.T[tokens] + self.bias
@@ -204,18 +209,13 @@ class AutomatonRNN(Construction):
 
     def states(self, tokens: Tensor) -> list[list[State | None]]:
         """The automaton state each step's hidden vector encodes (None: dead), per example."""
-        hidden = self._loop(tokens, self.encode(self._start(tokens.shape[0], tokens.device)))[0]
+        hidden = self.stepwise(tokens, self.initial_state(tokens.shape[0], tokens.device))[0]
         active = self.decode(hidden) > 0.5
         names = self.automaton.names
         return [
             [names[self.leads[int(row.nonzero()[0, 0])]] if row.any() else None for row in steps]
             for steps in active
         ]
-
-    def _start(self, batch: int, device: torch.device) -> Tensor:
-        start = torch.zeros(batch, self.width, device=device)
-        start[:, self.initial_unit] = 1.0
-        return start
 
     def certificate(self) -> dict[str, Any]:
         """One step from every exactly encoded state (each unit, and the dead state) on every
