@@ -102,7 +102,7 @@ def write_report(
         figures.extend(written)
     built_html, built_figures = constructions_section(built, out)
     figures.extend(built_figures)
-    runs = sum(len(g.records) for g in groups)
+    runs = sum(len(g.records) for g in groups) + len(built)
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>sepbench report</title>"
         f"<style>{STYLE}</style></head><body><h1>sepbench report</h1>"

@@ -108,3 +108,23 @@ def test_the_report_draws_the_ladders_and_tables(store: Store, tmp_path: Path) -
     names = {path.name for path in written.figures}
     assert {"constructions_accuracy.png", "constructions_size.svg"} <= names
     assert "constructions_precision.png" in names
+
+
+def test_the_preset_smoke_runs_every_construction_and_the_report_has_the_section(
+    tmp_path: Path,
+) -> None:
+    from tests.test_cli import sepbench as cli
+
+    store = str(tmp_path / "runs.sqlite")
+    swept = cli("sweep", "constructions", "--smoke", "--workers", "1", "--store", store)
+    assert swept.returncode == 0, swept.stderr
+    runs = Store(store).runs(status="done")
+    names = {record.model for record in runs}
+    assert names == {
+        "index_lookup_attention", "equality_attention", "nearest_neighbor_attention",
+        "dfa_elman", "dfa_lstm",
+    }
+    reported = cli("report", "--store", store, "--out", str(tmp_path / "report"))
+    assert reported.returncode == 0, reported.stderr
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "<h2>Constructions</h2>" in page and page.count("<img") >= 3

@@ -201,3 +201,20 @@ def symbol_logits(scores: Tensor, vocab_size: int, first: int, floor: float) -> 
     logits = scores.new_full((*scores.shape[:-1], vocab_size), floor)
     logits[..., first : first + scores.shape[-1]] = scores
     return logits
+
+
+def theorem_width(length: int) -> int:
+    """k = ⌈(8/γ²) ln 2N⌉ with γ = 1/4 (papers.md §2)."""
+    return math.ceil(128 * math.log(2 * length))
+
+
+def positive_number(owner: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise SepbenchError(f"{owner}: {name} must be a number > 0 or null, got {value!r}")
+    return float(value)
+
+
+def binary_codes(count: int, bits: int) -> Tensor:
+    """(count, bits): row j is j in binary, most significant bit first, as 0/1 floats."""
+    powers = 2 ** torch.arange(bits - 1, -1, -1)
+    return ((torch.arange(count)[:, None] // powers) % 2).float()

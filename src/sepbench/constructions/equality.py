@@ -45,12 +45,14 @@ from sepbench.constructions.base import (
     PRECISION_KNOBS,
     CacheState,
     Construction,
+    binary_codes,
     causal_attention,
     largest_overlap,
     position_codes,
+    positive_number,
     start_state,
+    theorem_width,
 )
-from sepbench.constructions.index_lookup import binary_codes, positive_number, theorem_width
 from sepbench.errors import SepbenchError, check_int
 from sepbench.tasks.base import Task
 

@@ -43,32 +43,18 @@ from sepbench.constructions.base import (
     ROW_BLOCK_ELEMENTS,
     CacheState,
     Construction,
+    binary_codes,
     causal_attention,
     largest_overlap,
     position_codes,
+    positive_number,
     query_rows,
     start_state,
     symbol_logits,
+    theorem_width,
 )
-from sepbench.errors import SepbenchError, check_int
+from sepbench.errors import check_int
 from sepbench.tasks.base import Task
-
-
-def theorem_width(length: int) -> int:
-    """k = ⌈(8/γ²) ln 2N⌉ with γ = 1/4 (papers.md §2)."""
-    return math.ceil(128 * math.log(2 * length))
-
-
-def positive_number(owner: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise SepbenchError(f"{owner}: {name} must be a number > 0 or null, got {value!r}")
-    return float(value)
-
-
-def binary_codes(count: int, bits: int) -> Tensor:
-    """(count, bits): row j is j in binary, most significant bit first, as 0/1 floats."""
-    powers = 2 ** torch.arange(bits - 1, -1, -1)
-    return ((torch.arange(count)[:, None] // powers) % 2).float()
 
 
 class IndexLookupAttention(Construction):

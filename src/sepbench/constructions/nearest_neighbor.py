@@ -53,8 +53,8 @@ from sepbench.constructions.base import (
     largest_overlap,
     position_codes,
     start_state,
+    theorem_width,
 )
-from sepbench.constructions.index_lookup import theorem_width
 from sepbench.errors import check_int
 from sepbench.tasks.base import Task
 

@@ -10,10 +10,11 @@ transitions into a live state get a unit. With h̃ ∈ {0, 1}^m,
 
 one threshold unit per transition: the first sum is 1 iff the state before token t is q(u).
 Exactly one unit is on while the automaton is alive and none once it is dead, so the state is
-exact at every step and the width never depends on N. The logits read out the output of the
-state each active unit leads to (2 for it, plus 1 for the dead state's output, which wins when
-no unit is on). The initial state is the one-hot of a unit leading to the start state (a
-"boot" unit that never fires again is added when no transition enters the start state).
+exact at every step and the width is the automaton's whatever the input length. The logits
+read out the output of the state each active unit leads to (2 for it, plus 1 for the dead
+state's output, which wins when no unit is on). The initial state is the one-hot of a unit
+leading to the start state (a "boot" unit that never fires again is added when no transition
+enters the start state).
 
 Cells (the choices the construction leaves open):
 
@@ -42,8 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from sepbench.constructions.automaton import Automaton, State, automaton_for
-from sepbench.constructions.base import PRECISION_KNOBS, Construction
-from sepbench.constructions.index_lookup import positive_number
+from sepbench.constructions.base import PRECISION_KNOBS, Construction, positive_number
 from sepbench.errors import SepbenchError, check_choice
 from sepbench.tasks.base import Task
 
