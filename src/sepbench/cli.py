@@ -189,6 +189,9 @@ def runs_command(
         str, typer.Option("--format", help="table, csv, json or parquet.")
     ] = "table",
     out: Annotated[Path | None, typer.Option(help="Output file (--format parquet).")] = None,
+    check: Annotated[
+        bool, typer.Option(help="List results that beat a proven lower bound; exit 1 if any.")
+    ] = False,
     store: StoreOption = None,
 ) -> None:
     """List stored runs (parquet: one row per run, every config field a column, to --out)."""
@@ -204,6 +207,9 @@ def runs_command(
         typer.echo(f"wrote {len(frame)} runs to {write_parquet(frame, out)}")
         return
     records = open_store(store).runs(task=task, model=model, status=status)
+    if check:
+        check_bounds(records)
+        return
     if format_ == "json":
         typer.echo(json.dumps([r.to_dict() for r in records], indent=2))
         return
@@ -212,6 +218,37 @@ def runs_command(
         typer.echo(summary.csv_text(summary.RUN_COLUMNS, rows), nl=False)
         return
     typer.echo(summary.text_table(summary.RUN_COLUMNS, rows))
+
+
+def check_bounds(records: list[Any]) -> None:
+    """Print every run that beats a lower bound of papers.md §1-2; exit 1 if there is one."""
+    from sepbench.constructions.check import check_runs
+
+    result = check_runs(records)
+    for impossible in result.impossible:
+        typer.echo(f"IMPOSSIBLE {impossible.describe()}")
+    if result.unknown:
+        typer.echo(f"not checked (model no longer builds): runs {result.unknown}")
+    typer.echo(
+        f"{len(result.impossible)} impossible result(s) among {result.checked} runs of "
+        "recurrent models on tasks with a lower bound"
+    )
+    if result.impossible:
+        raise typer.Exit(1)
+
+
+@app.command("bounds")
+def bounds_command(
+    task: str,
+    length: Annotated[int, typer.Option(help="Task length N.")],
+    precision: Annotated[int, typer.Option(help="Bits per state scalar, p.")] = 32,
+    vocab: Annotated[int | None, typer.Option(help="Alphabet size |Σ| (default: task's).")] = None,
+) -> None:
+    """The least state any recurrent model needs for TASK at this length, with its theorem,
+    and the construction's size as the upper bound."""
+    from sepbench.constructions.bounds import describe
+
+    typer.echo("\n".join(describe(task, length, precision=precision, vocab=vocab)))
 
 
 @app.command()

@@ -24,13 +24,13 @@ import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from sepbench import models, tasks
+from sepbench import constructions, models, tasks
 from sepbench.errors import SepbenchError
 from sepbench.models.base import SequenceModel
 from sepbench.models.spec import match_parameters
@@ -112,17 +112,29 @@ class EvalConfig(_Section):
     batch_size: int = Field(default=256, ge=1)
 
 
+class ConstructionConfig(_Section):
+    """A hand-built model of :mod:`sepbench.constructions` in place of a trained one: its
+    ``name``, its knobs (``params``; see ``constructions.defaults(name)``) and the ``seed`` that
+    draws its random codes and the test data. An experiment has a construction or a model (with
+    ``train``), never both."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = Field(default=0, ge=0)
+
+
 class Experiment(_Section):
     """One training run, fully specified. Build it with :func:`load_experiment` (YAML) or
     :func:`experiment_from_dict`; both turn every validation error into one line."""
 
     task: TaskConfig
-    model: ModelConfig
-    train: TrainConfig
+    model: ModelConfig | None = None
+    train: TrainConfig | None = None
     eval: EvalConfig = Field(default_factory=EvalConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "bfloat16"] = "float32"
     name: str | None = None
+    construction: ConstructionConfig | None = None
     _model_spec: dict[str, Any] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -130,8 +142,41 @@ class Experiment(_Section):
         task = self.build_task()
         for length in self.eval.lengths or []:
             _prefixed("eval.lengths", task.validate_length, length)
+        if self.construction is not None:
+            self._check_construction(task)
+            return self
+        if self.model is None:
+            raise SepbenchError("model: required field missing (or give a construction)")
+        if self.train is None:
+            raise SepbenchError("train: required field missing")
         self._check_positions(task, self.build_model(task))
         return self
+
+    def _check_construction(self, task: Task) -> None:
+        """A construction replaces the model and its training, and is built for one length."""
+        given = [section for section in ("model", "train") if getattr(self, section) is not None]
+        if given:
+            raise SepbenchError(
+                f"construction: an experiment has a construction or a model with train, not "
+                f"both; drop {' and '.join(given)}"
+            )
+        model = self.build_construction(task)
+        if not model.any_length and self.eval_lengths != [self.task.length]:
+            raise SepbenchError(
+                f"eval.lengths: {model.name} is built for task.length={self.task.length} only; "
+                f"got {self.eval_lengths}"
+            )
+
+    def build_construction(self, task: Task) -> constructions.Construction:
+        """The construction for ``task`` at ``task.length`` (errors name ``construction.*``)."""
+        config = self.construction
+        _prefixed("construction.name", constructions.construction_class, config.name)
+        return _prefixed(
+            "construction.params",
+            lambda: constructions.build(
+                config.name, task, self.task.length, seed=config.seed, **config.params
+            ),
+        )
 
     def _check_positions(self, task: Task, model: SequenceModel) -> None:
         """A learned or sinusoidal position table must cover the longest sequence, so that a
@@ -198,6 +243,14 @@ class Experiment(_Section):
         hash covers; it is itself a valid config with the same hash."""
         config = self.model_dump(mode="json")
         config["task"]["params"] = _jsonable(self.build_task().params)
+        if self.construction is not None:
+            construction = config["construction"]
+            defaults = constructions.defaults(construction["name"])
+            construction["params"] = _jsonable({**defaults, **construction["params"]})
+            del config["model"], config["train"]
+            config["eval"]["lengths"] = self.eval_lengths
+            return config
+        del config["construction"]
         config["model"] = _jsonable(self.model_spec())
         config["eval"]["lengths"] = self.eval_lengths
         return config
@@ -313,13 +366,18 @@ def one_line(error: ValidationError, root: type[BaseModel] | None = None) -> str
     return message + (f" (and {more} more)" if more else "")
 
 
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 def _fields_at(section: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
     """Field names of the config section at ``loc`` below ``section`` (``()``: itself)."""
     for part in loc:
         if str(part) not in section.model_fields:
             return []
         annotation = section.model_fields[str(part)].annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        sections = [a for a in (annotation, *get_args(annotation)) if _is_section(a)]
+        if not sections:
             return []
-        section = annotation
+        section = sections[0]
     return list(section.model_fields)

@@ -35,6 +35,11 @@ from matplotlib.ticker import NullFormatter
 from sepbench import tasks
 from sepbench.aggregate import Estimate, Group, Line, canonical, group_runs, lines
 from sepbench.claims import PAPERS, Claim, ClaimResult, evaluate_claims
+from sepbench.constructions.report import (
+    constructions_section,
+    impossible_html,
+    split_constructions,
+)
 from sepbench.errors import SepbenchError
 from sepbench.labels import (
     SEPARATOR,
@@ -83,8 +88,9 @@ def write_report(
     if run_ids is not None:
         wanted = set(run_ids)
         records = [r for r in records if r.id in wanted]
+    records, built = split_constructions(records)
     groups = group_runs(records)
-    if not groups:
+    if not groups and not built:
         where = f" for task {task!r}" if task else ""
         raise SepbenchError(f"report: no finished runs{where} in {store.path}")
     out.mkdir(parents=True, exist_ok=True)
@@ -94,13 +100,16 @@ def write_report(
         section, written = task_section(name, [g for g in groups if g.task == name], store, out)
         sections.append(section)
         figures.extend(written)
-    runs = sum(len(g.records) for g in groups)
+    built_html, built_figures = constructions_section(built, out)
+    figures.extend(built_figures)
+    runs = sum(len(g.records) for g in groups) + len(built)
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>sepbench report</title>"
         f"<style>{STYLE}</style></head><body><h1>sepbench report</h1>"
         f"<p>{runs} finished runs in {len(groups)} configurations from "
         f"<code>{html.escape(str(store.path))}</code>. {INTERVAL_NOTE}</p>"
-        f"{claims_section(verdicts)}{''.join(sections)}</body></html>"
+        f"{impossible_html(records)}{claims_section(verdicts)}{''.join(sections)}{built_html}"
+        "</body></html>"
     )
     page_path = out / "report.html"
     page_path.write_text(page)

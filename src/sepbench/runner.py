@@ -30,6 +30,8 @@ import torch
 
 from sepbench import evaluate
 from sepbench.config import Experiment
+from sepbench.constructions.bounds import DTYPE_BITS, state_bound_metrics
+from sepbench.constructions.run import evaluate_construction
 from sepbench.cpu import keep_freed_memory
 from sepbench.errors import SepbenchError
 from sepbench.store import Claim, RunRecord, Store, StoreError
@@ -195,6 +197,8 @@ def _execute(
     """Build, train, evaluate: (status, metrics, info, curve, resumed-from step)."""
     if device.type == "cpu":
         keep_freed_memory()
+    if experiment.construction is not None:
+        return evaluate_construction(experiment, device)
     seed_everything(experiment.train.seed, device)
     task = experiment.build_task()
     model = experiment.build_model(task).to(device)
@@ -221,6 +225,9 @@ def _execute(
         metrics["test_accuracy"] = tested["exact"]
         if "answer" in tested:  # generation only (sepbench.evaluate)
             metrics["test_answer_accuracy"] = tested["answer"]
+    metrics.update(
+        state_bound_metrics(model, task, experiment.task.length, DTYPE_BITS[experiment.dtype])
+    )
     info = {
         "num_parameters": model.num_parameters(),
         "state_size": model.state_size(prompt_tokens(task, experiment.task.length)),

@@ -486,7 +486,8 @@ def _insert(
     columns = ("config_hash", "task", "model", "config", "status", *INFO_COLUMNS,
                "git_sha", "package_version", "torch_version", "python_version", "host", "pid",
                "started_at", "heartbeat_at")
-    values = (config_hash, config["task"]["name"], config["model"]["name"],
+    model = config.get("model") or config["construction"]
+    values = (config_hash, config["task"]["name"], model["name"],
               json.dumps(config, sort_keys=True), "running", *(record[k] for k in columns[5:-2]),
               now(), time.time())
     cursor = db.execute(
