@@ -124,6 +124,11 @@ def _execute(
         metrics["test_accuracy"] = tested["exact"]
         if "answer" in tested:  # generation only (sepbench.evaluate)
             metrics["test_answer_accuracy"] = tested["answer"]
+        if experiment.eval.length_generalisation is not None:
+            for metric, name in (("exact", "accuracy"), ("answer", "answer_accuracy")):
+                if metric in tested:
+                    scores = evaluate.length_scores(tested[metric], experiment.task.length, name)
+                    metrics.update(scores)
     info = {
         "num_parameters": model.num_parameters(),
         "state_size": model.state_size(prompt_tokens(task, experiment.task.length)),
