@@ -15,11 +15,18 @@ from sepbench.errors import SepbenchError
 # Extra configurations beyond the defaults: every mode a task documents.
 MODES: dict[str, list[dict]] = {
     "string_equality": [{"variant": "one_off"}, {"variant": "copy"}],
-    "dyck": [{"cot": True}, {"num_types": 3, "max_depth": 4}],
+    "dyck": [
+        {"cot": True},
+        {"num_types": 3, "max_depth": 4},
+        {"max_depth": None, "cot": True, "trace": "depth"},
+        {"max_depth": "none", "cot": True},
+        {"max_depth": None, "filler": True, "trace": "depth"},
+        {"filler": True, "train_lengths": "uniform"},
+    ],
     "is_tree": [{"mode": "cot"}, {"mode": "retrieval"}],
     "counting": [{"cot": True}, {"filler": True}],
-    "reversal": [{"cot": True}, {"filler": True}],
-    "multiplication": [{"cot": True}, {"filler": True}],
+    "reversal": [{"cot": True}, {"cot": True, "trace": "full"}, {"filler": True}],
+    "multiplication": [{"cot": True}, {"cot": True, "trace": "full"}, {"filler": True}],
     "parity": [{"cot": True}, {"filler": True}],
     "state_tracking": [{"cot": True}, {"filler": True}],
     "associative_recall": [{"num_queries": 4}, {"mode": "retrieval", "num_queries": 3}],
