@@ -50,7 +50,7 @@ def answer_reversal(prompt: Tokens) -> Tokens:
 def answer_multiplication(prompt: Tokens) -> Tokens:
     length = (len(prompt) - 2) // 2
     product = little_endian(prompt[:length]) * little_endian(prompt[length + 1 : -1])
-    return list(format(product, f"0{2 * length}b"))[::-1]
+    return [*list(format(product, f"0{2 * length}b"))[::-1], "[EOS]"]
 
 
 def answer_parity(prompt: Tokens) -> Tokens:
@@ -267,9 +267,13 @@ def test_linear_traces_fit_where_full_ones_do_not(name: str, linear: int, full: 
         ("counting", "s1 : s1 s0 s1 =", "1 | 1 | 2 | 2 [EOS]"),
         ("reversal", "s0 s1 s1 =", "1 s0 | 2 s1 | 3 s1 | 3 s1 | 2 s1 | 1 s0 | s1 s1 s0"),
         ("reversal-full", "s0 s1 s1 =", "s0 | s1 s0 | s1 s1 s0 | s1 s1 s0"),
-        ("multiplication", "1 1 * 0 1 =", "0 | 1 | 1 | 0 | 0 1 1 0"),  # 3 * 2 = 6
-        ("multiplication", "1 1 * 1 1 =", "1 | 0 1 | 0 1 | 1 | 1 0 0 1"),  # 3 * 3 = 9
-        ("multiplication-full", "1 1 * 0 1 =", "0 0 ; 0 0 0 | 0 1 1 ; 0 1 1 0 | 0 1 1 0"),
+        ("multiplication", "1 1 * 0 1 =", "0 | 1 | 1 | 0 | 0 1 1 0 [EOS]"),  # 3 * 2 = 6
+        ("multiplication", "1 1 * 1 1 =", "1 | 0 1 | 0 1 | 1 | 1 0 0 1 [EOS]"),  # 3 * 3 = 9
+        (
+            "multiplication-full",
+            "1 1 * 0 1 =",
+            "0 0 ; 0 0 0 | 0 1 1 ; 0 1 1 0 | 0 1 1 0 [EOS]",
+        ),
         ("parity", "1 0 1 1 =", "1 1 0 1 [TRUE]"),
         ("state_tracking", "p10234 p02134 =", "p10234 p20134 p20134"),  # swap 0 1, then 1 2
     ],

@@ -7,7 +7,7 @@ import numpy as np
 
 from sepbench.errors import check_choice
 from sepbench.tasks.base import Batch, Vocab, register
-from sepbench.tasks.serial import EQUALS, FILL, STEP, SerialTask, pack, ragged_batch
+from sepbench.tasks.serial import EOS, EQUALS, FILL, STEP, SerialTask, pack, ragged_batch
 
 TIMES, THEN = "*", ";"
 TRACES = ("linear", "full")
@@ -49,7 +49,8 @@ class Multiplication(SerialTask):
     """Multiply two ``length`` = N bit numbers, binary, little-endian (least significant first).
 
     Prompt: ``a_0 .. a_(N-1) * b_0 .. b_(N-1) =``, every bit i.i.d. uniform (leading zeros
-    allowed: the operands are uniform on [0, 2^N)). Answer: the product in exactly 2N bits.
+    allowed: the operands are uniform on [0, 2^N)). Answer: the product in exactly 2N bits,
+    then ``[EOS]``.
 
     ``cot``, in the form ``trace`` names:
 
@@ -63,10 +64,10 @@ class Multiplication(SerialTask):
       p_i = b_i a 2^i in N + i bits, ``;``, the running sum s_i = s_(i-1) + p_i in N + i + 1
       bits (enough for a (b mod 2^(i+1))), and ``|``: 3N^2 + 2N tokens, quadratic.
 
-    Then the product. ``filler``: as many ``[FILL]`` tokens as the longest trace at N (the
-    full trace's length is fixed; the linear one's is longest when every bit is 1, which makes
-    every column total largest), then the product. Training lengths ~ U{1..N}, test length N
-    (papers.md §3).
+    Then the product and ``[EOS]`` (free generation stops there: the linear trace's length
+    varies). ``filler``: as many ``[FILL]`` tokens as the longest trace at N (the full trace's
+    length is fixed; the linear one's is longest when every bit is 1, which makes every column
+    total largest), then the product. Training lengths ~ U{1..N}, test length N (papers.md §3).
     """
 
     name = "multiplication"
@@ -77,8 +78,9 @@ class Multiplication(SerialTask):
     def __init__(self, *, cot: bool = False, filler: bool = False, trace: str = "linear") -> None:
         self._set_trace(cot, filler)
         self.trace = check_choice(self.name, "trace", trace, TRACES)
-        self.vocab = Vocab(["0", "1", TIMES, EQUALS, THEN, STEP, FILL])
+        self.vocab = Vocab(["0", "1", TIMES, EQUALS, THEN, STEP, FILL, EOS])
         self.zero, self.one = self.vocab.id("0"), self.vocab.id("1")
+        self.stop_ids = frozenset({self.vocab.id(EOS)})
 
     def trace_length(self, length: int) -> int:
         if self.trace == "full":
@@ -88,7 +90,7 @@ class Multiplication(SerialTask):
         return int((bit_length(totals) + 1).sum())
 
     def answer_length(self, length: int) -> int:
-        return 2 * length
+        return 2 * length + 1
 
     def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         self.validate_length(length)
@@ -108,11 +110,13 @@ class Multiplication(SerialTask):
             sums = propagate_carries(np.cumsum(partial, axis=1))
             product = sums[:, -1].astype(np.int64) + self.zero
             answers = [self.vocab.text(row) for row in product]
+            product = np.c_[product, np.full(batch_size, self.vocab.id(EOS))]
             middle = self._trace(partial.astype(np.uint8), sums)
             return Batch.from_arrays(prompts, np.concatenate([middle, product], axis=1), answers)
         totals = column_totals(self._columns(a, b))
         product = (totals & 1) + self.zero
         answers = [self.vocab.text(row) for row in product]
+        product = np.c_[product, np.full(batch_size, self.vocab.id(EOS))]
         if not self.cot:
             middle = self._fillers(batch_size, length)
             return Batch.from_arrays(prompts, np.concatenate([middle, product], axis=1), answers)
@@ -184,7 +188,7 @@ class Multiplication(SerialTask):
         a = sum(1 << i for i, bit in enumerate(a_bits) if bit == self.one)
         b = sum(1 << i for i, bit in enumerate(b_bits) if bit == self.one)
         solve = self._full_trace if self.trace == "full" else self._column_steps
-        return solve(a, b, length), self._bits(a * b, 2 * length), length
+        return solve(a, b, length), [*self._bits(a * b, 2 * length), self.vocab.id(EOS)], length
 
     def _full_trace(self, a: int, b: int, length: int) -> list[int]:
         total, trace = 0, []
