@@ -17,6 +17,7 @@ from sepbench.length_figures import (
     ood_scores,
     select_on_validation,
 )
+from sepbench.models import resolve
 from sepbench.store import RunRecord
 
 
@@ -35,7 +36,7 @@ def record(
     curve = curve or {10: 1.0, 20: 1.0, 30: 0.5, 40: 0.25}
     config = {
         "task": {"name": task, "length": 20, "params": params},
-        "model": {"name": model, "width": 8, "layers": 1, "params": model_params},
+        "model": resolve(model, 8, 1, model_params),
         "train": {"seed": seed, "lr": lr, "steps": 10},
         "eval": {"lengths": sorted(curve)},
         "name": None,

@@ -253,6 +253,8 @@ class Experiment(_Section):
         config["task"]["params"] = _jsonable(self.build_task().params)
         config["model"] = _jsonable(self.model_spec())
         config["eval"]["lengths"] = self.eval_lengths
+        if config["eval"]["length_generalisation"] is None:  # configs from before it: same hash
+            del config["eval"]["length_generalisation"]
         return config
 
     def config_hash(self) -> str:

@@ -39,10 +39,15 @@ def mode_of(config: dict[str, Any]) -> str:
 
 def model_of(config: dict[str, Any]) -> str:
     """The model's name; a Transformer's carries its positional encoding (``transformer-rope``,
-    ``transformer-nope``), the comparison papers.md §3 needs."""
+    ``transformer-nope``), the comparison papers.md §3 needs. Reads a resolved model spec
+    (:mod:`sepbench.models.spec`: RoPE is a flag of the attention layers, the table kind a
+    model option)."""
     model = config["model"]
     if model["name"] != "transformer":
         return model["name"]
+    layers = model.get("layers")
+    if isinstance(layers, list) and any(layer["mixer"].get("rope") for layer in layers):
+        return "transformer-rope"
     positional = model.get("params", {}).get("positional") or "learned"
     return f"transformer-{'nope' if positional == 'none' else positional}"
 

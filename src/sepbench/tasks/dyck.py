@@ -113,7 +113,7 @@ class Dyck(Task):
         self.bracket_offset = self.vocab.id(BRACKETS[0])  # bracket index b has id offset + b
         self.digit0 = self.vocab.id("0")
         self.stop_ids = frozenset(self.vocab.ids([TRUE, FALSE]))
-        self.traced = self.cot
+        self.traced = self.cot or self.filler
 
     def validate_length(self, length: int) -> int:
         check_int(self.name, "length", length, self.min_length)

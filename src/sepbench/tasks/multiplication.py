@@ -3,6 +3,8 @@ at a time (linear in N) or the partial products and running sums in full (quadra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from sepbench.errors import check_choice
@@ -126,6 +128,12 @@ class Multiplication(SerialTask):
             np.concatenate([keep, np.ones(product.shape, bool)], axis=1),
         )
         return ragged_batch(prompts, completions, counts, answers)
+
+    def final_answer(self, completion: Sequence[int]) -> str | None:
+        """The product's bits: after the trace, before the first ``[EOS]`` (None without it)."""
+        ids = [int(t) for t in completion]
+        eos = self.vocab.id(EOS)
+        return super().final_answer(ids[: ids.index(eos)]) if eos in ids else None
 
     @staticmethod
     def _partial_products(a: np.ndarray, b: np.ndarray) -> np.ndarray:

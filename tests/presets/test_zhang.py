@@ -3,7 +3,6 @@ the grid they expand to, the claims they declare, and one step of the paper-scal
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections import Counter
 from pathlib import Path
@@ -12,9 +11,9 @@ from typing import Any
 import pytest
 
 import sepbench
-from sepbench.config import Experiment, experiment_from_dict
+from sepbench.config import Experiment
 from sepbench.store import Store
-from sepbench.sweep import expand, load_spec
+from sepbench.sweep_spec import SweepSpec, expand, load
 
 CLAIM_FIELDS = {"text", "paper", "where", "metric", "at", "op", "value"}
 
@@ -28,14 +27,15 @@ def mode(experiment: Experiment) -> str:
 def one_seed_one_lr(name: str) -> list[Experiment]:
     """The spec's experiments with its seed and learning-rate axes cut to one value (they change
     no shape), expanded once per test session."""
-    spec = copy.deepcopy(load_spec(name))
-    for axis in ("train.seed", "train.lr"):
-        if axis in spec["grid"]:
-            spec["grid"][axis] = spec["grid"][axis][:1]
-    return expand(spec)
+    spec = load(name)
+    grid = {axis: values[:1] if axis in ("train.seed", "train.lr") else values
+            for axis, values in spec.grid.items()}
+    return expand(SweepSpec(**{**spec.model_dump(), "grid": grid}))
 
 
 def field(config: dict[str, Any], dotted: str) -> Any:
+    if dotted == "model":  # the claims' short form: the model's name
+        return config["model"]["name"]
     for key in dotted.split("."):
         config = config.get(key, {}) if isinstance(config, dict) else {}
     return config
@@ -49,7 +49,7 @@ def matches(config: dict[str, Any], where: dict[str, Any]) -> bool:
 
 
 def test_zhang_is_two_tasks_three_modes_seven_models_three_seeds() -> None:
-    experiments = expand(load_spec("zhang"))
+    experiments = expand(load("zhang"))
     assert len(experiments) == 126 == len({e.config_hash() for e in experiments})
     cells = Counter((e.task.name, mode(e)) for e in experiments)
     assert cells == {(t, m): 21 for t in ("parity", "state_tracking") for m in (
@@ -83,13 +83,13 @@ def test_zhang_paper_sets_each_task_and_mode_apart() -> None:
 
 @pytest.mark.parametrize("name", ["zhang", "zhang-paper"])
 def test_every_claim_is_well_formed_and_names_runs_of_the_grid(name: str) -> None:
-    spec = load_spec(name)
+    claims = load(name).claims
     configs = [e.resolved() for e in one_seed_one_lr(name)]
-    texts = [claim["text"] for claim in spec["claims"]]
+    texts = [claim["text"] for claim in claims]
     assert len(texts) == len(set(texts)) >= 10
-    for claim in spec["claims"]:
+    for claim in claims:
         assert set(claim) == CLAIM_FIELDS, claim["text"]
-        assert claim["paper"] == "Zhang et al. §3" and claim["metric"] == "ood_accuracy"
+        assert claim["paper"] == "§3" and claim["metric"] == "ood_accuracy"
         assert claim["op"] in ("<=", ">=") and 0 < claim["value"] < 1
         assert any(matches(config, claim["where"]) for config in configs), claim["text"]
 
@@ -99,17 +99,20 @@ def test_zhang_paper_runs_one_step_of_its_longest_configuration(tmp_path: Path) 
     (the smoke version) and is evaluated at 40 and 60. To keep the test short the batch has 8
     examples (128 in the preset, a minute on one loaded core) and the longest test length is 60
     (500 in the preset: 5,900 tokens per example)."""
-    experiments = expand(load_spec("zhang-paper"), smoke=True)
+    experiments = expand(load("zhang-paper"), smoke=True)
     assert len(experiments) == 6 * 3 * 2
     longest = next(
         e for e in experiments
         if e.task.name == "reversal" and mode(e) == "cot" and e.model.name == "transformer"
     )
     assert longest.eval_lengths == [40, 500] and longest.model.layers == 4
-    config = longest.model_dump(mode="json")
-    config["eval"]["length_generalisation"]["test_max"] = 60
-    config["train"]["batch_size"] = 8
-    result = sepbench.run(experiment_from_dict(config), store=Store(tmp_path / "runs.sqlite"))
+    protocol = longest.eval.length_generalisation.model_copy(update={"test_max": 60})
+    small = longest.model_copy(update={
+        "train": longest.train.model_copy(update={"batch_size": 8}),
+        "eval": longest.eval.model_copy(update={"length_generalisation": protocol}),
+        "device": "cpu",
+    })
+    result = sepbench.run(small, store=Store(tmp_path / "runs.sqlite"))
     assert result.status == "done" and result.metrics["steps_run"] == 1
     assert sorted(result.metrics["test_accuracy"]) == [40, 60]
     assert 0 <= result.metrics["ood_accuracy"] <= 1
