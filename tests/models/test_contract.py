@@ -148,4 +148,10 @@ def test_sinusoidal_positions_match_the_token_embeddings_scale() -> None:
     learned = models.build("transformer", VOCAB, 64, 1, max_length=512).positions.weight.detach()
     assert float(learned.std()) == pytest.approx(EMBEDDING_STD, rel=0.05)
     assert model.positional == "sinusoidal"
+    frozen = models.build(
+        "transformer", VOCAB, 64, 1, positional="sinusoidal", embedding="frozen_sinusoidal"
+    )
+    token_rms = float(frozen.embedding.weight.pow(2).mean().sqrt())
+    position_rms = float(frozen.positions.weight.pow(2).mean().sqrt())
+    assert position_rms == pytest.approx(token_rms, rel=0.01) == pytest.approx(0.5**0.5, rel=0.01)
     assert models.build("lstm", VOCAB, 8, 1).positional == "none"

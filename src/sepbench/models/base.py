@@ -156,9 +156,10 @@ class SequenceModel(nn.Module):
     and the head is tied to it (Wen et al.'s set-up, papers.md §1).
 
     Scales: token embeddings and a learned table start at N(0, ``EMBEDDING_STD``²). The
-    sinusoidal table is scaled down to the same size, each coordinate's root mean square
+    sinusoidal table is scaled to the token embeddings, each coordinate's root mean square
     ``EMBEDDING_STD`` (the raw sinusoids, of root mean square 1/√2, would outweigh a token
-    embedding 35 to 1 and leave the first block reading positions alone).
+    embedding 35 to 1 and leave the first block reading positions alone); beside frozen
+    sinusoidal token embeddings, of that same size, it stays as it is.
     """
 
     def __init__(
@@ -186,7 +187,8 @@ class SequenceModel(nn.Module):
             self.positions = nn.Embedding(max_length, width)
             nn.init.normal_(self.positions.weight, std=EMBEDDING_STD)
         elif positional == "sinusoidal":
-            table = sinusoids(max_length, width) * (EMBEDDING_STD * math.sqrt(2))
+            token_rms = 1 / math.sqrt(2) if frozen_sinusoidal_embedding else EMBEDDING_STD
+            table = sinusoids(max_length, width) * (token_rms * math.sqrt(2))
             self.positions = nn.Embedding.from_pretrained(table)
         self.blocks = nn.ModuleList(blocks)
         self.final_norm = NORMS[norm](width)
