@@ -36,7 +36,7 @@ def experiment(model: dict[str, Any], seed: int = 0) -> Any:
         "model": model,
         "train": {"steps": 4, "batch_size": 4, "lr": 1e-3, "seed": seed, "val_interval": 2,
                   "val_examples": 8},
-        "eval": {"lengths": [6, 8], "examples": 8},
+        "eval": {"lengths": [4, 6], "examples": 8},
         "device": "cpu",
     })
 
@@ -60,7 +60,7 @@ def test_one_row_per_run_with_every_stored_value(store: Store) -> None:
         assert json.loads(row["config"]) == record.config
         assert row["task.name"] == "index_lookup" and row["task.params.vocab_size"] == 4
         assert row["train.seed"] == record.config["train"]["seed"]
-        assert list(row["eval.lengths"]) == [6, 8]
+        assert list(row["eval.lengths"]) == [4, 6]
         assert row["device_requested"] == "cpu" and row["device"] == record.device
         for length, accuracy in record.metrics["test_accuracy"].items():
             assert row[f"test_accuracy@{length}"] == accuracy
@@ -93,7 +93,7 @@ def test_columns_come_in_sections(store: Store) -> None:
     )]
     assert firsts == sorted(firsts)
     at = columns.index("test_accuracy")
-    assert columns[at : at + 3] == ["test_accuracy", "test_accuracy@6", "test_accuracy@8"]
+    assert columns[at : at + 3] == ["test_accuracy", "test_accuracy@4", "test_accuracy@6"]
 
 
 @pytest.mark.parametrize(
@@ -144,7 +144,7 @@ def test_parquet_reads_back_as_the_same_frame(store: Store, tmp_path: Path) -> N
     assert result.returncode == 0 and result.stdout == f"wrote 4 runs to {out}\n"
     back, frame = pandas.read_parquet(out), sepbench.results(store)
     pandas.testing.assert_frame_equal(back, frame, check_dtype=False)
-    assert back["test_accuracy@8"].dtype == "float64" and back["pid"].dtype == "int64"
+    assert back["test_accuracy@4"].dtype == "float64" and back["pid"].dtype == "int64"
     cli("runs", "--format", "parquet", "--out", str(out), "--model", "mamba",
         "--store", str(store.path))
     assert pandas.read_parquet(out)["model.name"].tolist() == ["mamba"]

@@ -35,10 +35,10 @@ def test_the_documented_example_loads_with_defaults(example: Path) -> None:
 def test_overrides_are_yaml_scalars_applied_to_nested_fields(example: Path) -> None:
     experiment = load_experiment(
         example,
-        ["train.lr=3e-4", "eval.lengths=[16, 32]", "task.params.vocab_size=8", "name=probe"],
+        ["train.lr=3e-4", "eval.lengths=[8, 16]", "task.params.vocab_size=8", "name=probe"],
     )
     assert experiment.train.lr == pytest.approx(3e-4)
-    assert experiment.eval.lengths == [16, 32]
+    assert experiment.eval.lengths == [8, 16]
     assert experiment.task.params == {"vocab_size": 8}
     assert experiment.name == "probe"
 

@@ -103,13 +103,52 @@ class TrainConfig(_Section):
         return self
 
 
+class LengthGeneralisation(_Section):
+    """The length-generalisation protocol of papers.md §3 (Delétang et al., ICLR 2023).
+
+    Training covers lengths up to ``task.length`` = T (the serial tasks draw them uniformly from
+    1..T); the test lengths are T and every ``stride``-th length below it (in distribution),
+    then T + ``stride``, T + 2·``stride``, .. and ``test_max`` (out of distribution); lengths
+    in between that the task does not allow (odd ones for Dyck) are left out. The run stores
+    the accuracy at every test length, ``ood_accuracy`` (their mean over the lengths beyond T)
+    and ``id_accuracy`` (over the others).
+    """
+
+    test_max: int = Field(ge=2)
+    stride: int = Field(default=1, ge=1)
+
+    def lengths(self, train_max: int, task: Task) -> list[int]:
+        """The test lengths, ascending, for training lengths up to ``train_max``."""
+        if self.test_max <= train_max:
+            raise SepbenchError(
+                f"eval.length_generalisation.test_max: must exceed task.length={train_max} "
+                f"(the longest training length), got {self.test_max}"
+            )
+        _prefixed("eval.length_generalisation.test_max", task.validate_length, self.test_max)
+        below = range(train_max, task.min_length - 1, -self.stride)
+        beyond = range(train_max + self.stride, self.test_max, self.stride)
+        candidates = sorted({*below, *beyond, self.test_max})
+        return [length for length in candidates if _allows(task, length)]
+
+
 class EvalConfig(_Section):
-    """Test evaluation: at each of ``lengths`` (default: the task length), ``examples`` each."""
+    """Test evaluation: at each of ``lengths`` (default: the task length), ``examples`` each;
+    or, with ``length_generalisation``, at the lengths that protocol expands to."""
 
     lengths: list[int] | None = None
+    length_generalisation: LengthGeneralisation | None = None
     examples: int = Field(default=1000, ge=1)
     mode: Literal["teacher_forced", "generate"] = "teacher_forced"
     batch_size: int = Field(default=256, ge=1)
+
+    @model_validator(mode="after")
+    def _one_way_to_name_lengths(self) -> EvalConfig:
+        if self.lengths is not None and self.length_generalisation is not None:
+            raise SepbenchError(
+                "eval: give lengths or length_generalisation, not both "
+                "(length_generalisation expands to its own lengths)"
+            )
+        return self
 
 
 class ConstructionConfig(_Section):
@@ -149,7 +188,8 @@ class Experiment(_Section):
             raise SepbenchError("model: required field missing (or give a construction)")
         if self.train is None:
             raise SepbenchError("train: required field missing")
-        self._check_positions(task, self.build_model(task))
+        lengths = self.eval_lengths  # expands length_generalisation: its errors surface here
+        self._check_positions(task, self.build_model(task), lengths)
         return self
 
     def _check_construction(self, task: Task) -> None:
@@ -178,12 +218,20 @@ class Experiment(_Section):
             ),
         )
 
-    def _check_positions(self, task: Task, model: SequenceModel) -> None:
-        """A learned or sinusoidal position table must cover the longest sequence, so that a
-        length-generalisation run fails here rather than after training."""
+    def _check_positions(self, task: Task, model: SequenceModel, lengths: list[int]) -> None:
+        """A learned or sinusoidal position table must cover the longest sequence, and a
+        learned one must not be read beyond the training lengths (its rows there were never
+        trained, so a length-generalisation run would measure the table, papers.md §3): both
+        fail here rather than after training."""
         if model.positions is None:
             return
-        longest = max(self.task.length, *self.eval_lengths)
+        longest = max(self.task.length, *lengths)
+        if model.positional == "learned" and longest > self.task.length:
+            raise SepbenchError(
+                f"model.params.positional: a learned position table is trained only up to "
+                f"task.length={self.task.length}, so evaluating at length {longest} would read "
+                f"untrained rows; use rope or none (attention), sinusoidal, or no longer lengths"
+            )
         example = task.sample(np.random.default_rng(0), 1, longest)
         needed = int(example.lengths[0])
         if self.eval.mode == "generate":
@@ -198,6 +246,11 @@ class Experiment(_Section):
 
     @property
     def eval_lengths(self) -> list[int]:
+        """The test lengths: ``eval.lengths``, the expanded ``eval.length_generalisation``, or
+        the task length."""
+        if self.eval.length_generalisation is not None:
+            task = self.build_task()
+            return self.eval.length_generalisation.lengths(self.task.length, task)
         return list(self.eval.lengths or [self.task.length])
 
     def build_task(self) -> Task:
@@ -253,6 +306,8 @@ class Experiment(_Section):
         del config["construction"]
         config["model"] = _jsonable(self.model_spec())
         config["eval"]["lengths"] = self.eval_lengths
+        if config["eval"]["length_generalisation"] is None:  # configs from before it: same hash
+            del config["eval"]["length_generalisation"]
         return config
 
     def config_hash(self) -> str:
@@ -265,6 +320,14 @@ class Experiment(_Section):
         config["train"].pop("log")
         canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _allows(task: Task, length: int) -> bool:
+    try:
+        task.validate_length(length)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _jsonable(value: dict[str, Any]) -> dict[str, Any]:

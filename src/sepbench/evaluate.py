@@ -17,7 +17,8 @@ Entry points:
 - :func:`generate` is batched greedy decoding that carries the model state: the prompts are fed
   once and then one token per step, never re-running the prefix.
 - :func:`evaluate_metrics` samples fresh test batches at each length (length generalisation,
-  papers.md §3) and reports each metric per length; :func:`evaluate` is its ``exact`` part.
+  papers.md §3) and reports each metric per length; :func:`evaluate` is its ``exact`` part;
+  :func:`length_scores` sums a metric up as its in- and out-of-distribution means.
 
 Live in-context retrieval (papers.md §1): Wen et al. insert oracle search results while
 training and their published code runs no retriever at evaluation time. Here, when a task has
@@ -191,6 +192,21 @@ def evaluate_metrics(
         for metric, total in totals.items():
             result.setdefault(metric, {})[int(length)] = total / examples
     return result
+
+
+def length_scores(
+    per_length: dict[int, float], train_max: int, name: str = "accuracy"
+) -> dict[str, float]:
+    """The summary scores of the length-generalisation protocol (papers.md §3, Delétang et al.):
+    ``ood_<name>``, the mean over the test lengths beyond ``train_max`` of a per-length
+    metric (each length weighs the same, however many examples it had), and ``id_<name>``, the
+    same over the lengths up to ``train_max``. A score with no lengths on its side is left out.
+    """
+    sides = {
+        f"id_{name}": [a for n, a in per_length.items() if n <= train_max],
+        f"ood_{name}": [a for n, a in per_length.items() if n > train_max],
+    }
+    return {key: float(np.mean(values)) for key, values in sides.items() if values}
 
 
 # -- helpers -----------------------------------------------------------------------------------

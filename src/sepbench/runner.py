@@ -225,6 +225,11 @@ def _execute(
         metrics["test_accuracy"] = tested["exact"]
         if "answer" in tested:  # generation only (sepbench.evaluate)
             metrics["test_answer_accuracy"] = tested["answer"]
+        if experiment.eval.length_generalisation is not None:
+            for metric, name in (("exact", "accuracy"), ("answer", "answer_accuracy")):
+                if metric in tested:
+                    scores = evaluate.length_scores(tested[metric], experiment.task.length, name)
+                    metrics.update(scores)
     metrics.update(
         state_bound_metrics(model, task, experiment.task.length, DTYPE_BITS[experiment.dtype])
     )

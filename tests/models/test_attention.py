@@ -9,7 +9,7 @@ import torch
 
 from sepbench import models
 from sepbench.errors import SepbenchError
-from sepbench.models.attention import Attention, causal_mask, rotate
+from sepbench.models.attention import Attention, causal_mask, rope
 
 
 def naive_attention(mixer: Attention, x: torch.Tensor) -> torch.Tensor:
@@ -21,7 +21,7 @@ def naive_attention(mixer: Attention, x: torch.Tensor) -> torch.Tensor:
     for h in range(mixer.heads):
         qh, kh, vh = (t[..., h * head : (h + 1) * head] for t in (q, k, v))
         if mixer.rope:
-            qh, kh = rotate(qh, 0), rotate(kh, 0)
+            qh, kh = rope(qh, 0), rope(kh, 0)
         scores = qh @ kh.transpose(-1, -2) / math.sqrt(head)
         future = torch.triu(torch.ones(time, time, dtype=torch.bool), diagonal=1)
         outputs.append(scores.masked_fill(future, -math.inf).softmax(-1) @ vh)
@@ -68,10 +68,10 @@ def test_causal_mask_lets_new_queries_see_cache_and_past_of_chunk() -> None:
 def test_rope_scores_depend_only_on_relative_position() -> None:
     generator = torch.Generator().manual_seed(3)
     q, k = torch.randn(2, 1, 1, 1, 8, generator=generator)
-    score = (rotate(q, 9) * rotate(k, 4)).sum()
-    shifted = (rotate(q, 109) * rotate(k, 104)).sum()
+    score = (rope(q, 9) * rope(k, 4)).sum()
+    shifted = (rope(q, 109) * rope(k, 104)).sum()
     torch.testing.assert_close(score, shifted, atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(score, (rotate(q, 9) * rotate(k, 5)).sum())
+    assert not torch.allclose(score, (rope(q, 9) * rope(k, 5)).sum())
 
 
 def test_build_with_rope_uses_no_absolute_positions() -> None:
@@ -93,3 +93,41 @@ def test_bad_parameters_fail_with_one_line(params: dict, message: str) -> None:
     with pytest.raises(SepbenchError, match=message) as error:
         Attention(24, **params)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("positional", ["rope", "none"])
+def test_rope_and_nope_run_past_any_table_size(positional: str) -> None:
+    """papers.md §3: RoPE and NoPE carry no table, so a model built with max_length 16 decodes
+    at 60 tokens, chunked as a whole; a learned table refuses to."""
+    torch.manual_seed(0)
+    model = models.build("transformer", 10, 16, 2, positional=positional, max_length=16).eval()
+    x = torch.randint(1, 10, (2, 60), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        whole, _ = model(x)
+        head, state = model(x[:, :45])
+        tail, _ = model(x[:, 45:], state)
+    torch.testing.assert_close(torch.cat((head, tail), 1), whole, atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(whole).all()
+    learned = models.build("transformer", 10, 16, 2, max_length=16)
+    with pytest.raises(SepbenchError, match="exceeds max_length=16"):
+        learned(x)
+
+
+def test_nope_still_sees_order_through_the_causal_mask() -> None:
+    """Without positions, swapping two earlier tokens changes a later output (a prefix is a
+    set for one layer, but two layers read the prefix sums of prefix sums)."""
+    torch.manual_seed(0)
+    model = models.build("transformer", 10, 16, 2, positional="none").eval()
+    x = torch.tensor([[1, 2, 3, 4, 5]])
+    swapped = torch.tensor([[2, 1, 3, 4, 5]])
+    with torch.no_grad():
+        assert not torch.allclose(model(x)[0][0, -1], model(swapped)[0][0, -1], atol=1e-6)
+
+
+def test_rope_angles_stay_exact_in_bfloat16() -> None:
+    """Angles are float32 whatever the activations: at position 1,000 bfloat16 angles would
+    be off by up to 4 radians."""
+    x = torch.randn(1, 1, 3, 8, generator=torch.Generator().manual_seed(5))
+    reference = rope(x, 1000).to(torch.bfloat16).float()
+    low = rope(x.to(torch.bfloat16), 1000).float()
+    torch.testing.assert_close(low, reference, atol=0.05, rtol=0.02)

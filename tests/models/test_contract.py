@@ -12,7 +12,7 @@ from torch import nn
 
 from sepbench import models
 from sepbench.errors import SepbenchError
-from sepbench.models.base import MIXERS
+from sepbench.models.base import EMBEDDING_STD, MIXERS
 
 VOCAB = 11
 
@@ -134,3 +134,24 @@ def test_shared_options(name: str) -> None:
     assert all(block.feedforward is None for block in untied.blocks)
     logits, _ = frozen(tokens(2, 7))
     assert logits.shape == (2, 7, VOCAB)
+
+
+def test_sinusoidal_positions_match_the_token_embeddings_scale() -> None:
+    """Neither swamps the other at the start: each coordinate of a position row has root mean
+    square EMBEDDING_STD, the token embeddings' and the learned table's init std."""
+    model = models.build("transformer", VOCAB, 64, 1, positional="sinusoidal", max_length=512)
+    table = model.positions.weight
+    assert not table.requires_grad
+    embedding = model.embedding.weight.detach()
+    assert float(table.pow(2).mean().sqrt()) == pytest.approx(EMBEDDING_STD, rel=0.01)
+    assert float(embedding.std()) == pytest.approx(EMBEDDING_STD, rel=0.2)
+    learned = models.build("transformer", VOCAB, 64, 1, max_length=512).positions.weight.detach()
+    assert float(learned.std()) == pytest.approx(EMBEDDING_STD, rel=0.05)
+    assert model.positional == "sinusoidal"
+    frozen = models.build(
+        "transformer", VOCAB, 64, 1, positional="sinusoidal", embedding="frozen_sinusoidal"
+    )
+    token_rms = float(frozen.embedding.weight.pow(2).mean().sqrt())
+    position_rms = float(frozen.positions.weight.pow(2).mean().sqrt())
+    assert position_rms == pytest.approx(token_rms, rel=0.01) == pytest.approx(0.5**0.5, rel=0.01)
+    assert models.build("lstm", VOCAB, 8, 1).positional == "none"

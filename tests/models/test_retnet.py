@@ -9,7 +9,8 @@ import torch
 
 from sepbench import models
 from sepbench.errors import SepbenchError
-from sepbench.models.retnet import RetNet, rotate
+from sepbench.models.retnet import RetNet
+from sepbench.models.rotary import rotate
 from tests.models.chunks import run_in_chunks
 
 WIDTH, HEADS = 12, 3

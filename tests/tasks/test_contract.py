@@ -11,15 +11,24 @@ import pytest
 
 from sepbench import tasks
 from sepbench.errors import SepbenchError
+from sepbench.evaluate import accuracy
+from tests.test_evaluate import oracle
 
 # Extra configurations beyond the defaults: every mode a task documents.
 MODES: dict[str, list[dict]] = {
     "string_equality": [{"variant": "one_off"}, {"variant": "copy"}],
-    "dyck": [{"cot": True}, {"num_types": 3, "max_depth": 4}],
+    "dyck": [
+        {"cot": True},
+        {"num_types": 3, "max_depth": 4},
+        {"max_depth": None, "cot": True, "trace": "depth"},
+        {"max_depth": "none", "cot": True},
+        {"max_depth": None, "filler": True, "trace": "depth"},
+        {"filler": True, "train_lengths": "uniform"},
+    ],
     "is_tree": [{"mode": "cot"}, {"mode": "retrieval"}],
     "counting": [{"cot": True}, {"filler": True}],
-    "reversal": [{"cot": True}, {"filler": True}],
-    "multiplication": [{"cot": True}, {"filler": True}],
+    "reversal": [{"cot": True}, {"cot": True, "trace": "full"}, {"filler": True}],
+    "multiplication": [{"cot": True}, {"cot": True, "trace": "full"}, {"filler": True}],
     "parity": [{"cot": True}, {"filler": True}],
     "state_tracking": [{"cot": True}, {"filler": True}],
     "associative_recall": [{"num_queries": 4}, {"mode": "retrieval", "num_queries": 3}],
@@ -100,6 +109,20 @@ def test_check_accepts_stored_and_rejects_corrupted(config: tuple[str, dict]) ->
             assert not task.check(prompt, wrong), task.vocab.text(wrong)
             assert not task.check(prompt, np.r_[completion, completion[-1:]])
             assert not task.check(prompt, completion[:-1])
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+def test_free_generation_of_the_stored_completion_stops_and_is_accepted(
+    config: tuple[str, dict],
+) -> None:
+    """A model that writes the stored completion and then garbage is right in generate mode:
+    decoding stops by itself (a stop token, or the cap when the length is fixed)."""
+    name, params = config
+    task = tasks.get(name, **params)
+    for length in lengths_for(task):
+        batch = task.sample(np.random.default_rng(4), 4, length)
+        model = oracle(batch, len(task.vocab))
+        assert accuracy(model, task, batch, "generate", length=length) == 1.0
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)

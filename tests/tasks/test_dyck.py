@@ -201,6 +201,10 @@ def test_completion_cap_and_stop_ids() -> None:
         ({"max_depth": 0}, 8, "max_depth"),
         ({"max_corruptions": 0}, 8, "max_corruptions"),
         ({"cot": "yes"}, 8, "cot"),
+        ({"cot": True, "filler": True}, 8, "cot and filler exclude each other"),
+        ({"trace": "pointer"}, 8, "trace must be one of"),
+        ({"train_lengths": "varied"}, 8, "train_lengths must be one of"),
+        ({"max_depth": "deep"}, 8, "max_depth"),
         ({}, 7, "length"),
         ({}, 2, "length"),
     ],
@@ -209,3 +213,73 @@ def test_bad_parameters_raise_one_line(params: dict, length: int, word: str) -> 
     with pytest.raises(SepbenchError, match=word) as error:
         tasks.get("dyck", **params).sample(np.random.default_rng(0), 2, length)
     assert "\n" not in str(error.value)
+
+
+def depth_steps(text: str, max_depth: int | None) -> tuple[list[str], bool]:
+    """Expected steps of the depth trace: the top of each reduced prefix and its length."""
+    steps, is_member = stack_steps(text, max_depth or len(text))
+    return [f"{s[-1]} {len(s)}" if s != "[EMPTY]" else "[EMPTY] 0" for s in steps], is_member
+
+
+@pytest.mark.parametrize(("num_types", "max_depth"), [(2, 2), (2, None), (1, None), (3, 4)])
+def test_depth_trace_is_the_top_and_depth_after_each_bracket(
+    num_types: int, max_depth: int | None
+) -> None:
+    task = tasks.get("dyck", num_types=num_types, max_depth=max_depth, cot=True, trace="depth")
+    batch = task.sample(np.random.default_rng(8), 200, 24)
+    for i, text in enumerate(prompts_text(task, batch)):
+        *body, label = " ".join(task.vocab.decode(batch.completion(i))).split(" | ")
+        steps, is_member = depth_steps(text, max_depth)
+        assert [" ".join([s.split(" ")[0], "".join(s.split(" ")[1:])]) for s in body] == steps
+        assert label == ("[TRUE]" if is_member else "[FALSE]") == batch.answers[i]
+
+
+def test_depth_trace_writes_depths_in_decimal() -> None:
+    task = tasks.get("dyck", num_types=1, max_depth="none", cot=True, trace="depth")
+    prompt = task.vocab.ids(list("(" * 11 + ")" * 11))
+    expected = [f"( {' '.join(str(d))} |" for d in [*range(1, 12), *range(10, 0, -1)]]
+    completion = " ".join([*expected, "[EMPTY] 0 |", "[TRUE]"]).split()
+    assert task.check(prompt, task.vocab.ids(completion))
+    assert task.trace_length(22) == 2 * 22 + 9 + 2 * 13  # step t: top, digits of t, "|"
+    assert task.completion_cap(22) == task.trace_length(22) + 1
+
+
+@pytest.mark.parametrize("max_depth", [None, "none"])
+def test_unbounded_depth_is_reached_and_labels_stay_balanced(max_depth: object) -> None:
+    task = tasks.get("dyck", max_depth=max_depth)
+    assert task.max_depth is None
+    rng = np.random.default_rng(9)
+    positives = as_text(task._positives(rng, 256, 60))
+    assert all(member(text, 60) for text in positives)
+    assert max(max(depth_profile(text)) for text in positives) > 8
+    assert not any(member(text, 60) for text in as_text(task._negatives(rng, 256, 60)))
+    batch = task.sample(rng, 2000, 60)
+    truth = [member(text, 60) for text in prompts_text(task, batch)]
+    assert [a == "[TRUE]" for a in batch.answers] == truth and 0.45 < np.mean(truth) < 0.55
+
+
+@pytest.mark.parametrize("trace", ["stack", "depth"])
+def test_filler_is_as_long_as_the_longest_trace(trace: str) -> None:
+    """The all-open string keeps every step as deep as the bound allows (unbounded here)."""
+    cot = tasks.get("dyck", max_depth=None, cot=True, trace=trace)
+    filler = tasks.get("dyck", max_depth=None, filler=True, trace=trace)
+    deepest = cot._expected_completion(cot.vocab.ids(list("(" * 30)))
+    assert len(deepest) - 1 == cot.trace_length(30) == filler.trace_length(30)
+    batch = filler.sample(np.random.default_rng(10), 64, 30)
+    for i in range(len(batch)):
+        completion = filler.vocab.decode(batch.completion(i))
+        assert completion == ["[FILL]"] * filler.trace_length(30) + [batch.answers[i]]
+    traced = cot.sample(np.random.default_rng(10), 64, 30)
+    assert (traced.lengths - traced.prompt_lengths).max() <= cot.completion_cap(30)
+    assert filler.vocab.tokens == cot.vocab.tokens == tasks.get("dyck", max_depth=None).vocab.tokens
+
+
+def test_uniform_train_lengths_cover_the_even_lengths_up_to_n() -> None:
+    task = tasks.get("dyck", max_depth=None, train_lengths="uniform")
+    lengths = task.train_lengths(np.random.default_rng(11), 3000, 20)
+    assert set(lengths.tolist()) == set(range(4, 21, 2))
+    batch = task.sample(np.random.default_rng(11), 300, 20, train=True)
+    assert set(batch.prompt_lengths.tolist()) == set(range(4, 21, 2))
+    assert all(task.check(batch.prompt(i), batch.completion(i)) for i in range(len(batch)))
+    exact = tasks.get("dyck").sample(np.random.default_rng(11), 300, 20, train=True)
+    assert set(exact.prompt_lengths.tolist()) == {20}

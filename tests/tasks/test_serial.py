@@ -50,7 +50,7 @@ def answer_reversal(prompt: Tokens) -> Tokens:
 def answer_multiplication(prompt: Tokens) -> Tokens:
     length = (len(prompt) - 2) // 2
     product = little_endian(prompt[:length]) * little_endian(prompt[length + 1 : -1])
-    return list(format(product, f"0{2 * length}b"))[::-1]
+    return [*list(format(product, f"0{2 * length}b"))[::-1], "[EOS]"]
 
 
 def answer_parity(prompt: Tokens) -> Tokens:
@@ -86,6 +86,21 @@ def replay_counting(prompt: Tokens, trace: Tokens) -> None:
 
 
 def replay_reversal(prompt: Tokens, trace: Tokens) -> None:
+    """The linear trace: depth and symbol after each push, then after each pop."""
+    *steps, rest = split(trace, "|")
+    inputs = prompt[:-1]
+    assert rest == [] and len(steps) == 2 * len(inputs)
+    depth = 0
+    for step in steps[: len(inputs)]:
+        depth += 1
+        assert step == [*str(depth), inputs[depth - 1]]
+    for step in steps[len(inputs) :]:
+        assert step == [*str(depth), inputs[depth - 1]]
+        depth -= 1
+    assert depth == 0
+
+
+def replay_reversal_full(prompt: Tokens, trace: Tokens) -> None:
     *steps, rest = split(trace, "|")
     assert rest == [] and len(steps) == len(prompt) - 1
     previous: Tokens = []
@@ -95,6 +110,21 @@ def replay_reversal(prompt: Tokens, trace: Tokens) -> None:
 
 
 def replay_multiplication(prompt: Tokens, trace: Tokens) -> None:
+    """The linear trace: column k's total = its bit pairs + the carry out of column k - 1."""
+    length = (len(prompt) - 2) // 2
+    a, b = (prompt[:length], prompt[length + 1 : -1])
+    *steps, rest = split(trace, "|")
+    assert rest == [] and len(steps) == 2 * length
+    carry = 0
+    for k, step in enumerate(steps):
+        pairs = sum(a[i] == b[k - i] == "1" for i in range(length) if 0 <= k - i < length)
+        assert little_endian(step) == pairs + carry
+        assert step[-1] == "1" or step == ["0"]  # no leading zeros
+        carry = little_endian(step) >> 1
+    assert carry == 0
+
+
+def replay_multiplication_full(prompt: Tokens, trace: Tokens) -> None:
     length = (len(prompt) - 2) // 2
     a, b_bits = little_endian(prompt[:length]), prompt[length + 1 : -1]
     *steps, rest = split(trace, "|")
@@ -137,16 +167,26 @@ REPLAY: dict[str, Callable[[Tokens, Tokens], None]] = {
     "multiplication": replay_multiplication,
     "parity": replay_parity,
     "state_tracking": replay_state_tracking,
+    "reversal-full": replay_reversal_full,
+    "multiplication-full": replay_multiplication_full,
 }
+TRACED = ["reversal", "multiplication"]  # the tasks with a linear and a full trace
 
 
-@pytest.mark.parametrize("mode", MODES, ids=["plain", "cot", "filler"])
-@pytest.mark.parametrize("name", SERIAL)
+FULL_MODES = [(name, {**mode, "trace": "full"}) for name in TRACED for mode in MODES[1:]]
+
+
+@pytest.mark.parametrize(
+    ("name", "mode"),
+    [(name, mode) for name in SERIAL for mode in MODES] + FULL_MODES,
+    ids=lambda value: value if isinstance(value, str) else "-".join(map(str, value.values())),
+)
 @settings(max_examples=8, deadline=None)
 @given(length=st.integers(1, 14), seed=st.integers(0, 2**32 - 1))
 def test_completions_match_independent_solvers(name: str, mode: dict, length: int, seed: int):
     task = tasks.get(name, **mode)
     batch = task.sample(np.random.default_rng(seed), 6, length)
+    replay = REPLAY[name + ("-full" if mode.get("trace") == "full" else "")]
     for i in range(len(batch)):
         prompt = task.vocab.decode(batch.prompt(i))
         completion = task.vocab.decode(batch.completion(i))
@@ -155,7 +195,7 @@ def test_completions_match_independent_solvers(name: str, mode: dict, length: in
         assert batch.answers[i] == " ".join(t for t in answer if t != "[EOS]")
         trace = completion[: len(completion) - len(answer)]
         if task.cot:
-            REPLAY[name](prompt, trace)
+            replay(prompt, trace)
         else:
             assert trace == ["[FILL]"] * (task.trace_length(length) if task.filler else 0)
         assert len(completion) <= task.completion_cap(length)
@@ -174,36 +214,73 @@ def test_modes_share_the_vocabulary_and_differ_only_in_the_trace(name: str) -> N
     assert (completion_lengths[2] == completion_lengths[0] + cot.trace_length(9)).all()
 
 
-@pytest.mark.parametrize("name", ["parity", "state_tracking", "reversal", "multiplication"])
-def test_filler_is_as_long_as_the_cot_where_that_is_fixed(name: str) -> None:
-    cot = tasks.get(name, cot=True)
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("parity", {}),
+        ("state_tracking", {}),
+        ("reversal", {}),
+        ("reversal", {"trace": "full"}),
+        ("multiplication", {"trace": "full"}),
+    ],
+)
+def test_filler_is_as_long_as_the_cot_where_that_is_fixed(name: str, params: dict) -> None:
+    cot = tasks.get(name, cot=True, **params)
     batch = cot.sample(np.random.default_rng(1), 8, 7)
     answer_length = cot.answer_length(7)
     traces = batch.lengths - batch.prompt_lengths - answer_length
     assert (traces == cot.trace_length(7)).all()
+    assert tasks.get(name, filler=True, **params).trace_length(7) == cot.trace_length(7)
 
 
-def test_counting_filler_is_the_longest_cot() -> None:
-    task = tasks.get("counting", cot=True)
-    for length in (1, 9, 10, 11, 99, 100, 123):
-        prompt = task.vocab.ids(["s1", ":", *["s1"] * length, "="])
-        trace, answer, _ = task._solve(prompt)
+@pytest.mark.parametrize(
+    ("name", "prompt_of"),
+    [
+        ("counting", lambda n: ["s1", ":", *["s1"] * n, "="]),
+        ("multiplication", lambda n: [*"1" * n, "*", *"1" * n, "="]),
+    ],
+)
+def test_filler_is_the_longest_cot_where_that_varies(name: str, prompt_of) -> None:
+    task = tasks.get(name, cot=True)
+    for length in (1, 2, 9, 10, 11, 31, 32, 99, 100):
+        trace, answer, _ = task._solve(task.vocab.ids(prompt_of(length)))
         assert len(trace) == task.trace_length(length)
         assert len(answer) == task.answer_length(length) == task.completion_cap(length) - len(trace)
+        batch = task.sample(np.random.default_rng(length), 64, length)
+        assert (batch.lengths - batch.prompt_lengths).max() <= task.completion_cap(length)
+
+
+@pytest.mark.parametrize(
+    ("name", "linear", "full"), [("reversal", 784, 5150), ("multiplication", 1546, 30200)]
+)
+def test_linear_traces_fit_where_full_ones_do_not(name: str, linear: int, full: int) -> None:
+    """At N = 100 (papers.md §3's CPU test range) the linear trace fits a 2,048-token model."""
+    assert tasks.get(name, cot=True).trace_length(100) == linear
+    assert tasks.get(name, cot=True, trace="full").trace_length(100) == full
+    with pytest.raises(SepbenchError, match=r"trace must be one of .*linear"):
+        tasks.get(name, trace="quadratic")
 
 
 @pytest.mark.parametrize(
     ("name", "prompt", "completion"),
     [
         ("counting", "s1 : s1 s0 s1 =", "1 | 1 | 2 | 2 [EOS]"),
-        ("reversal", "s0 s1 s1 =", "s0 | s1 s0 | s1 s1 s0 | s1 s1 s0"),
-        ("multiplication", "1 1 * 0 1 =", "0 0 ; 0 0 0 | 0 1 1 ; 0 1 1 0 | 0 1 1 0"),
+        ("reversal", "s0 s1 s1 =", "1 s0 | 2 s1 | 3 s1 | 3 s1 | 2 s1 | 1 s0 | s1 s1 s0"),
+        ("reversal-full", "s0 s1 s1 =", "s0 | s1 s0 | s1 s1 s0 | s1 s1 s0"),
+        ("multiplication", "1 1 * 0 1 =", "0 | 1 | 1 | 0 | 0 1 1 0 [EOS]"),  # 3 * 2 = 6
+        ("multiplication", "1 1 * 1 1 =", "1 | 0 1 | 0 1 | 1 | 1 0 0 1 [EOS]"),  # 3 * 3 = 9
+        (
+            "multiplication-full",
+            "1 1 * 0 1 =",
+            "0 0 ; 0 0 0 | 0 1 1 ; 0 1 1 0 | 0 1 1 0 [EOS]",
+        ),
         ("parity", "1 0 1 1 =", "1 1 0 1 [TRUE]"),
         ("state_tracking", "p10234 p02134 =", "p10234 p20134 p20134"),  # swap 0 1, then 1 2
     ],
 )
 def test_documented_examples(name: str, prompt: str, completion: str) -> None:
-    task = tasks.get(name, cot=True)
+    name, _, full = name.partition("-")
+    task = tasks.get(name, cot=True, **({"trace": "full"} if full else {}))
     assert task.check(task.vocab.ids(prompt.split()), task.vocab.ids(completion.split()))
 
 

@@ -11,12 +11,13 @@ scalars, the quantity the papers' lower bounds are about.
 Choices the papers leave open: queries, keys and values come from one fused linear map with
 bias, the output projection has bias (GPT-2); weights are drawn from N(0, 0.02²) and biases
 start at zero (GPT-2's init, without its depth-scaled residual init); RoPE rotates the two
-halves of each head (GPT-NeoX layout) with base 10,000; no dropout.
+halves of each head (GPT-NeoX layout) with base 10,000 (``rotary.py``, shared with RetNet); no
+dropout. Without RoPE and without a position table (``positional="none"``, NoPE) the causal mask
+alone carries order; RoPE and NoPE run at any length, a learned table only up to the lengths it
+was trained at (papers.md §3, the length-generalisation protocol).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor, nn
@@ -24,22 +25,14 @@ from torch.nn import functional as F
 
 from sepbench.errors import SepbenchError, check_int
 from sepbench.models.base import Mixer, register_mixer
+from sepbench.models.rotary import position_angles, rotate
 
 KVCache = tuple[Tensor, Tensor]
-ROPE_BASE = 10_000.0
 
 
-def rotate(x: Tensor, start: int) -> Tensor:
-    """Apply RoPE to ``x`` (batch, heads, time, head_dim) at positions ``start, start+1, ...``."""
-    half = x.shape[-1] // 2
-    frequency = torch.exp(
-        -math.log(ROPE_BASE) / half * torch.arange(half, device=x.device, dtype=x.dtype)
-    )
-    position = torch.arange(start, start + x.shape[-2], device=x.device, dtype=x.dtype)
-    angle = position[:, None] * frequency[None, :]
-    cos, sin = angle.cos(), angle.sin()
-    first, second = x[..., :half], x[..., half:]
-    return torch.cat((first * cos - second * sin, first * sin + second * cos), dim=-1)
+def rope(x: Tensor, start: int) -> Tensor:
+    """RoPE on ``x`` (batch, heads, time, head_dim) at positions ``start, start+1, ...``."""
+    return rotate(x, position_angles(start, x.shape[-2], x.shape[-1] // 2, x.device))
 
 
 def causal_mask(queries: int, keys: int, device: torch.device) -> Tensor:
@@ -83,7 +76,7 @@ class Attention(Mixer):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         past = 0 if state is None else state[0].shape[-2]
         if self.rope:
-            q, k = rotate(q, past), rotate(k, past)
+            q, k = rope(q, past), rope(k, past)
         if state is not None:
             k = torch.cat((state[0], k), dim=-2)
             v = torch.cat((state[1], v), dim=-2)

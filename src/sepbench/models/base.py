@@ -133,6 +133,10 @@ class ModelState:
     blocks: list[Any]
 
 
+EMBEDDING_STD = 0.02
+"""Initial standard deviation of token embeddings and learned positions (GPT-2's)."""
+
+
 def sinusoids(rows: int, width: int) -> Tensor:
     """The Transformer's sinusoid table: row i is (sin, cos)(i / 10000^(2j/width))."""
     position = torch.arange(rows, dtype=torch.float32)[:, None]
@@ -150,6 +154,12 @@ class SequenceModel(nn.Module):
     up to ``max_length`` tokens); RoPE lives inside the attention mixer. With
     ``frozen_sinusoidal_embedding`` the token embedding is the sinusoid of the token id, frozen,
     and the head is tied to it (Wen et al.'s set-up, papers.md §1).
+
+    Scales: token embeddings and a learned table start at N(0, ``EMBEDDING_STD``²). The
+    sinusoidal table is scaled to the token embeddings, each coordinate's root mean square
+    ``EMBEDDING_STD`` (the raw sinusoids, of root mean square 1/√2, would outweigh a token
+    embedding 35 to 1 and leave the first block reading positions alone); beside frozen
+    sinusoidal token embeddings, of that same size, it stays as it is.
     """
 
     def __init__(
@@ -166,17 +176,20 @@ class SequenceModel(nn.Module):
     ) -> None:
         super().__init__()
         self.vocab_size, self.width, self.max_length = vocab_size, width, max_length
+        self.positional = positional
         self.embedding = nn.Embedding(vocab_size, width)
-        nn.init.normal_(self.embedding.weight, std=0.02)
+        nn.init.normal_(self.embedding.weight, std=EMBEDDING_STD)
         if frozen_sinusoidal_embedding:
             self.embedding.weight.data.copy_(sinusoids(vocab_size, width))
             self.embedding.weight.requires_grad_(False)
         self.positions: nn.Module | None = None
         if positional == "learned":
             self.positions = nn.Embedding(max_length, width)
-            nn.init.normal_(self.positions.weight, std=0.02)
+            nn.init.normal_(self.positions.weight, std=EMBEDDING_STD)
         elif positional == "sinusoidal":
-            self.positions = nn.Embedding.from_pretrained(sinusoids(max_length, width))
+            token_rms = 1 / math.sqrt(2) if frozen_sinusoidal_embedding else EMBEDDING_STD
+            table = sinusoids(max_length, width) * (token_rms * math.sqrt(2))
+            self.positions = nn.Embedding.from_pretrained(table)
         self.blocks = nn.ModuleList(blocks)
         self.final_norm = NORMS[norm](width)
         self.head = nn.Linear(width, vocab_size, bias=False)

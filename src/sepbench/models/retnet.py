@@ -21,10 +21,11 @@ decay-weighted sum over earlier blocks, so no Python loop).
 
 Simplifications and choices the paper leaves open: xPos's length-extrapolation scale is dropped
 (plain rotation, as in the authors' later torchscale code); θ_j = 10000^(-j/(d_k/2)) on the two
-halves of each head; d_k = width / heads and d_v = 2 d_k (the paper's parameter allocation,
-§3: the value and gate maps are width -> 2·width, the output map 2·width -> width); keys scaled
-by d_k^(-1/2); the paper's extra normalisations of the retention scores are omitted (per-token
-scalings that the group norm cancels). Init as in torchscale: Xavier-uniform with gain
+halves of each head (``rotary.py``, shared with attention); d_k = width / heads and
+d_v = 2 d_k (the paper's parameter allocation, §3: the value and gate maps are
+width -> 2·width, the output map 2·width -> width); keys scaled by d_k^(-1/2); the paper's
+extra normalisations of the retention scores are omitted (per-token scalings that the group
+norm cancels). Init as in torchscale: Xavier-uniform with gain
 2^(-2.5) for the query, key, value and gate maps, 2^(-1) for the output map, no biases;
 group-norm affine weights 1, biases 0; no dropout.
 
@@ -37,23 +38,13 @@ Transformer, a model with this mixer adds learned absolute positions by default
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sepbench.errors import SepbenchError, check_int
 from sepbench.models.base import Mixer, register_mixer
-
-ROPE_BASE = 10_000.0
-
-
-def rotate(x: Tensor, angle: Tensor) -> Tensor:
-    """Rotate the two halves of the last dim of ``x`` by ``angle`` (…, d/2), broadcast."""
-    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat((first * cos - second * sin, first * sin + second * cos), dim=-1)
+from sepbench.models.rotary import frequencies, rotate
 
 
 def decay_powers(log_gamma: Tensor, exponents: Tensor) -> Tensor:
@@ -92,9 +83,7 @@ class RetNet(Mixer):
         nn.init.xavier_uniform_(self.out.weight, gain=2**-1)
         gamma = 1 - 2.0 ** (-5 - torch.arange(heads, dtype=torch.float32))
         self.register_buffer("log_gamma", torch.log(gamma), persistent=False)
-        half = width // heads // 2
-        theta = torch.exp(-math.log(ROPE_BASE) / half * torch.arange(half, dtype=torch.float32))
-        self.register_buffer("theta", theta, persistent=False)
+        self.register_buffer("theta", frequencies(width // heads // 2), persistent=False)
 
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch, time, _ = x.shape

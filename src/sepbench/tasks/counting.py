@@ -10,28 +10,21 @@ import numpy as np
 from sepbench.errors import check_int
 from sepbench.tasks.base import Batch, Vocab, register
 from sepbench.tasks.serial import (
+    DIGITS,
     EOS,
     EQUALS,
     FILL,
     MAX_SYMBOLS,
     STEP,
     SerialTask,
+    decimal_slots,
     pack,
     ragged_batch,
     symbols,
+    total_width,
 )
 
-DIGITS = [str(d) for d in range(10)]
 QUERY = ":"
-
-
-def total_width(top: int) -> int:
-    """Sum of the decimal widths of 1 .. ``top``, by runs of equal width."""
-    total, low, width = 0, 1, 1
-    while low <= top:
-        total += width * (min(top, 10 * low - 1) - low + 1)
-        low, width = 10 * low, width + 1
-    return total
 
 
 def binomial_pmf(n: int, p: float, k: int) -> float:
@@ -102,11 +95,11 @@ class Counting(SerialTask):
             axis=1,
         )
         if self.cot:
-            trace, trace_keep = self._decimal(running, width, self.vocab.id(STEP))
+            trace, trace_keep = decimal_slots(running, width, self.digit0, self.vocab.id(STEP))
         else:
             trace = self._fillers(batch_size, length)
             trace_keep = np.ones(trace.shape, bool)
-        answer, answer_keep = self._decimal(count, width, self.vocab.id(EOS))
+        answer, answer_keep = decimal_slots(count, width, self.digit0, self.vocab.id(EOS))
         completions, counts = pack(
             np.concatenate([trace, answer], axis=1),
             np.concatenate([trace_keep, answer_keep], axis=1),
@@ -118,16 +111,6 @@ class Counting(SerialTask):
         ids = [int(t) for t in completion]
         eos = self.vocab.id(EOS)
         return super().final_answer(ids[: ids.index(eos)]) if eos in ids else None
-
-    def _decimal(self, values: np.ndarray, width: int, end: int) -> tuple[np.ndarray, np.ndarray]:
-        """Slots and keep mask (B, M * (width + 1)): each value right-aligned in ``width``
-        digit slots, most significant first, then the token ``end``; leading zeros dropped."""
-        powers = 10 ** np.arange(width - 1, -1, -1)
-        digits = values[..., None] // powers % 10 + self.digit0
-        keep = values[..., None] >= np.r_[powers[:-1], 0]  # no leading zeros; 0 is "0"
-        slots = np.concatenate([digits, np.full((*values.shape, 1), end)], axis=2)
-        keep = np.concatenate([keep, np.ones((*values.shape, 1), bool)], axis=2)
-        return slots.reshape(len(values), -1), keep.reshape(len(values), -1)
 
     def _solve(self, prompt: list[int]) -> tuple[list[int], list[int], int] | None:
         alphabet = set(self.vocab.ids(symbols(self.vocab_size)))

@@ -1,26 +1,49 @@
-"""Bounded Dyck-(k, m) recognition (Bhattamishra et al. §2, appendix H), with an optional
-stack-contents chain of thought (the "bracket pairing" state trace of Zhang et al. §3)."""
+"""Dyck-(k, m) recognition (Bhattamishra et al. §2, appendix H), bounded or, for the bracket
+pairing of Zhang et al. §3, unbounded in depth; with an optional chain of thought that writes
+the stack (its contents, or its top and depth) after every bracket, or the filler control."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from sepbench.errors import SepbenchError, check_choice, check_int
 from sepbench.tasks.base import Batch, Task, Vocab, register
+from sepbench.tasks.serial import DIGITS, FILL, decimal_slots, pack
 
 BRACKETS = ("(", ")", "[", "]", "{", "}", "<", ">")
 EMPTY, STEP, TRUE, FALSE = "[EMPTY]", "|", "[TRUE]", "[FALSE]"
+TRACES = ("stack", "depth")
+TRAIN_LENGTHS = ("exact", "uniform")
+
+
+class Run(NamedTuple):
+    """Strings (B, N) read with a stack: after each bracket the stack (B, N, width), its top
+    bracket type and its depth (B, N); and the step count (B,), the brackets read before the
+    string leaves Dyck-(k, m) (N for a well-nested string that ends unbalanced, N + 1 for a
+    member)."""
+
+    stacks: np.ndarray
+    tops: np.ndarray
+    depths: np.ndarray
+    steps: np.ndarray
 
 
 @register
 class Dyck(Task):
-    """Is a string of ``length`` = N brackets in bounded Dyck-(k, m)? Label ``[TRUE]``/``[FALSE]``.
+    """Is a string of ``length`` = N brackets in Dyck-(k, m)? Label ``[TRUE]``/``[FALSE]``.
 
     Bracket types are ``( )``, ``[ ]``, ``{ }``, ``< >`` (the first ``num_types`` = k of them);
     a string is in Dyck-(k, m) when it is well nested and never deeper than ``max_depth`` = m.
-    Training and test examples both have exactly N brackets (as in the paper); N is even, >= 4.
+    ``max_depth: none`` (or null) lifts the bound: Dyck-k, a context-free language that needs
+    an unbounded stack (Zhang et al.'s bracket pairing, papers.md §3), where a bounded m makes
+    the language finite-state. N is even, >= 4.
+
+    Training lengths (``train_lengths``): ``exact``, every example has N brackets (as in
+    Bhattamishra et al.); ``uniform``, N' uniform on the even lengths 4..N (the
+    length-generalisation protocol of papers.md §3). Test examples have exactly N.
 
     Positives follow papers.md §2: at each step, at depth m close the top bracket; on an empty
     stack open a uniform type; otherwise choose uniformly among the k opens and the matching
@@ -28,7 +51,7 @@ class Dyck(Task):
     which reaches length N only if the depth after N - 2 steps is 0 (append a uniform pair) or
     2. We force a close whenever the depth equals the number of positions left; for m <= 3
     this binds only in the last two steps and reproduces the paper's distribution exactly,
-    and for m >= 4 it keeps every positive at length N and depth <= m.
+    and for m >= 4 (or none) it keeps every positive at length N and depth <= m.
 
     Negatives: a fresh positive corrupted at c ~ U{1..C} distinct positions (C =
     ``max_corruptions``, default max(1, N // 10), capped at N); each corruption swaps the
@@ -37,15 +60,25 @@ class Dyck(Task):
     (new positive, new corruptions). Each example is positive with probability 1/2.
 
     With ``cot``, the completion is, for each input bracket in turn, the stack after reading
-    it (open-bracket tokens bottom to top, or ``[EMPTY]``) followed by ``|``, then the label.
+    it, then the label. ``trace`` says how the stack is written:
+
+    - ``stack``: its open-bracket tokens bottom to top, or ``[EMPTY]``, then ``|``
+      (N · (depth + 1) tokens: quadratic in N when the depth is unbounded);
+    - ``depth``: its top bracket (or ``[EMPTY]``) and its depth in decimal, then ``|``, e.g.
+      ``( 1 | [ 2 | ( 1 | [EMPTY] 0 |``: linear in N. A close finds the new top by matching
+      the depth it returns to against the earlier steps, so every step reads written state.
+
     For a string that leaves the language at bracket i (a close that does not match the top
     or meets an empty stack, or an open at depth m), the trace holds the i - 1 steps before it
     and then ``[FALSE]``; a string that stays well nested but ends unbalanced has all N steps.
+    ``filler``: the control of papers.md §3, the trace replaced by ``[FILL]`` tokens as many as
+    the longest trace at N (a function of N alone, so the count tells nothing of the label),
+    then the label. The vocabulary is the same in every mode (digits and ``[FILL]`` included).
     """
 
     name = "dyck"
     paper = "Bhattamishra et al. §2"
-    summary = "bounded Dyck-(k, m) membership: a finite-state language hard for one attention layer"
+    summary = "Dyck-(k, m) membership: finite-state when bounded, a stack when m is none"
     length_meaning = "brackets in the input string (even)"
     min_length = 4
 
@@ -53,20 +86,34 @@ class Dyck(Task):
         self,
         *,
         num_types: int = 2,
-        max_depth: int = 2,
+        max_depth: int | str | None = 2,
         max_corruptions: int | None = None,
         cot: bool = False,
+        filler: bool = False,
+        trace: str = "stack",
+        train_lengths: str = "exact",
     ) -> None:
         self.num_types = check_int(self.name, "num_types", num_types, 1, len(BRACKETS) // 2)
-        self.max_depth = check_int(self.name, "max_depth", max_depth, 1)
+        unbounded = max_depth is None or max_depth == "none"
+        self.max_depth = None if unbounded else check_int(self.name, "max_depth", max_depth, 1)
         if max_corruptions is not None:
             check_int(self.name, "max_corruptions", max_corruptions, 1)
         self.max_corruptions = max_corruptions
         self.cot = bool(check_choice(self.name, "cot", cot, (False, True)))
-        self.vocab = Vocab([*BRACKETS[: 2 * self.num_types], EMPTY, STEP, TRUE, FALSE])
+        self.filler = bool(check_choice(self.name, "filler", filler, (False, True)))
+        if self.cot and self.filler:
+            raise SepbenchError(f"{self.name}: cot and filler exclude each other; set at most one")
+        self.trace = check_choice(self.name, "trace", trace, TRACES)
+        self.length_sampling = check_choice(
+            self.name, "train_lengths", train_lengths, TRAIN_LENGTHS
+        )
+        self.vocab = Vocab(
+            [*BRACKETS[: 2 * self.num_types], EMPTY, STEP, TRUE, FALSE, FILL, *DIGITS]
+        )
         self.bracket_offset = self.vocab.id(BRACKETS[0])  # bracket index b has id offset + b
+        self.digit0 = self.vocab.id("0")
         self.stop_ids = frozenset(self.vocab.ids([TRUE, FALSE]))
-        self.traced = self.cot
+        self.traced = self.cot or self.filler
 
     def validate_length(self, length: int) -> int:
         check_int(self.name, "length", length, self.min_length)
@@ -74,8 +121,25 @@ class Dyck(Task):
             raise SepbenchError(f"{self.name}: length must be an even integer >= 4, got {length}")
         return length
 
+    def depth_bound(self, length: int) -> int:
+        """The deepest a string of ``length`` brackets may go: m, or ``length`` if unbounded."""
+        return length if self.max_depth is None else min(self.max_depth, length)
+
+    def trace_length(self, length: int) -> int:
+        """The longest trace at ``length``: every step as deep as it may be (filler's length)."""
+        depths = np.minimum(np.arange(1, length + 1), self.depth_bound(length))
+        if self.trace == "stack":
+            return int((depths + 1).sum())
+        return int((2 + np.floor(np.log10(depths)).astype(np.int64) + 1).sum())
+
     def completion_cap(self, length: int) -> int:
-        return length * (min(self.max_depth, length) + 1) + 1 if self.cot else 1
+        return (self.trace_length(length) if self.cot or self.filler else 0) + 1
+
+    def train_lengths(self, rng: np.random.Generator, batch_size: int, length: int) -> np.ndarray:
+        """``exact``: all N; ``uniform``: uniform on the even lengths 4..N."""
+        if self.length_sampling == "exact":
+            return np.full(batch_size, length, np.int64)
+        return 4 + 2 * rng.integers(0, (length - 4) // 2 + 1, batch_size, dtype=np.int64)
 
     def chance(self, length: int) -> float:
         """1/2 without ``cot`` (balanced labels). With ``cot`` the likeliest completion is the
@@ -127,14 +191,17 @@ class Dyck(Task):
         prompts = strings + self.bracket_offset
         label_ids = np.where(labels, self.vocab.id(TRUE), self.vocab.id(FALSE))
         answers = [TRUE if label else FALSE for label in labels]
+        if self.filler:
+            fillers = np.full((batch_size, self.trace_length(length)), self.vocab.id(FILL))
+            return Batch.from_arrays(prompts, np.c_[fillers, label_ids], answers)
         if not self.cot:
             return Batch.from_arrays(prompts, label_ids[:, None], answers)
         return self._with_trace(prompts, strings, label_ids, answers)
 
     def _positives(self, rng: np.random.Generator, batch: int, length: int) -> np.ndarray:
-        k, m = self.num_types, self.max_depth
+        k, m = self.num_types, self.depth_bound(length)
         rows = np.arange(batch)
-        stack = np.zeros((batch, min(m, length) + 1), np.int64)
+        stack = np.zeros((batch, m + 1), np.int64)
         depth = np.zeros(batch, np.int64)
         out = np.empty((batch, length), np.int64)
         for t in range(length):
@@ -173,22 +240,20 @@ class Dyck(Task):
         while len(todo):
             drawn, _ = self._corrupt(rng, self._positives(rng, len(todo), length))
             out[todo] = drawn
-            todo = todo[self._run(drawn)[2] == length + 1]
+            todo = todo[self._run(drawn).steps == length + 1]
         return out
 
-    def _run(self, strings: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Stacks (B, N, min(m, N)) and depths (B, N) after each bracket, and the step count (B,).
-
-        The step count is the number of brackets read before the string leaves Dyck-(k, m)
-        (N for a well-nested string that ends unbalanced, N + 1 for a member).
-        """
+    def _run(self, strings: np.ndarray, *, keep_stacks: bool = False) -> Run:
+        """Read every string with a stack; see :class:`Run` (stacks only with ``keep_stacks``:
+        (B, N, depth bound) integers, quadratic in N when the depth is unbounded)."""
         batch, length = strings.shape
-        m, width, rows = self.max_depth, min(self.max_depth, strings.shape[1]), np.arange(batch)
+        m = width = self.depth_bound(length)
+        rows = np.arange(batch)
         stack = np.zeros((batch, width + 1), np.int64)
         depth = np.zeros(batch, np.int64)
         steps = np.full(batch, length + 1, np.int64)
-        stacks = np.zeros((batch, length, width), np.int64)
-        depths = np.zeros((batch, length), np.int64)
+        stacks = np.zeros((batch, length, width) if keep_stacks else (0, 0, 0), np.int64)
+        tops, depths = np.zeros((2, batch, length), np.int64)
         for t in range(length):
             kind, close = strings[:, t] // 2, strings[:, t] % 2 == 1
             top = stack[rows, np.maximum(depth - 1, 0)]
@@ -197,22 +262,39 @@ class Dyck(Task):
             alive = steps > length
             stack[rows, np.minimum(depth, width)] = np.where(close, stack[rows, depth], kind)
             depth = np.where(alive, depth + np.where(close, -1, 1), depth)
-            stacks[:, t], depths[:, t] = stack[:, :width], depth
+            depths[:, t], tops[:, t] = depth, stack[rows, np.maximum(depth - 1, 0)]
+            if keep_stacks:
+                stacks[:, t] = stack[:, :width]
         steps = np.where((steps > length) & (depth > 0), length, steps)
-        return stacks, depths, steps
+        return Run(stacks, tops, depths, steps)
 
     def _with_trace(
         self, prompts: np.ndarray, strings: np.ndarray, label_ids: np.ndarray, answers: list[str]
     ) -> Batch:
         """Lay out the stack trace of :meth:`_run` as right-padded completions."""
         batch, length = strings.shape
-        stacks, depths, steps = self._run(strings)
+        run = self._run(strings, keep_stacks=self.trace == "stack")
+        slots, keep = (self._stack_steps if self.trace == "stack" else self._depth_steps)(run)
+        keep &= (np.arange(length) < np.minimum(run.steps, length)[:, None])[..., None]
+        slots = np.concatenate([slots.reshape(batch, -1), label_ids[:, None]], axis=1)
+        keep = np.concatenate([keep.reshape(batch, -1), np.ones((batch, 1), bool)], axis=1)
+        completions, counts = pack(slots, keep)
+        tokens = np.concatenate([prompts, completions], axis=1)
+        lengths = length + counts
+        columns = np.arange(tokens.shape[1])
+        loss_mask = (columns >= length) & (columns < lengths[:, None])
+        return Batch(tokens, loss_mask, np.full(batch, length, np.int64), lengths, answers)
+
+    def _stack_steps(self, run: Run) -> tuple[np.ndarray, np.ndarray]:
+        """Slots and keep (B, N, width + 2): the open brackets bottom to top or ``[EMPTY]``,
+        then ``|``."""
+        stacks, depths = run.stacks, run.depths
         width = stacks.shape[2]
         slots = np.concatenate(
             [
                 stacks * 2 + self.bracket_offset,
-                np.full((batch, length, 1), self.vocab.id(EMPTY)),
-                np.full((batch, length, 1), self.vocab.id(STEP)),
+                np.full((*depths.shape, 1), self.vocab.id(EMPTY)),
+                np.full((*depths.shape, 1), self.vocab.id(STEP)),
             ],
             axis=2,
         )
@@ -224,18 +306,22 @@ class Dyck(Task):
             ],
             axis=2,
         )
-        keep &= (np.arange(length) < np.minimum(steps, length)[:, None])[..., None]
-        keep, slots = keep.reshape(batch, -1), slots.reshape(batch, -1)
-        counts = keep.sum(axis=1)
-        trace = np.zeros((batch, int(counts.max()) + 1), np.int64)
-        rows, cols = np.nonzero(keep)
-        trace[rows, np.cumsum(keep, axis=1)[rows, cols] - 1] = slots[rows, cols]
-        trace[np.arange(batch), counts] = label_ids
-        tokens = np.concatenate([prompts, trace], axis=1)
-        lengths = length + counts + 1
-        columns = np.arange(tokens.shape[1])
-        loss_mask = (columns >= length) & (columns < lengths[:, None])
-        return Batch(tokens, loss_mask, np.full(batch, length, np.int64), lengths, answers)
+        return slots, keep
+
+    def _depth_steps(self, run: Run) -> tuple[np.ndarray, np.ndarray]:
+        """Slots and keep (B, N, digits + 2): the top bracket or ``[EMPTY]``, the depth in
+        decimal, then ``|``."""
+        depths = run.depths
+        batch, length = depths.shape
+        top = np.where(depths > 0, run.tops * 2 + self.bracket_offset, self.vocab.id(EMPTY))
+        top = top[..., None]
+        places = len(str(max(int(depths.max(initial=0)), 1)))
+        digits, shown = decimal_slots(depths, places, self.digit0, self.vocab.id(STEP))
+        slots = np.concatenate([top, digits.reshape(batch, length, -1)], axis=2)
+        keep = np.concatenate(
+            [np.ones((batch, length, 1), bool), shown.reshape(batch, length, -1)], axis=2
+        )
+        return slots, keep
 
     # -- independent checker (plain Python over one example) ----------------------------
 
@@ -254,17 +340,23 @@ class Dyck(Task):
         trace: list[int] = []
         member = True
         for token in prompt:
-            if token in opens and len(stack) < self.max_depth:
+            if token in opens and (self.max_depth is None or len(stack) < self.max_depth):
                 stack.append(opens[token])
             elif token in closes and stack and stack[-1] == closes[token]:
                 stack.pop()
             else:
                 member = False
                 break
-            trace += [open_id[i] for i in stack] or [self.vocab.id(EMPTY)]
+            if self.trace == "stack":
+                trace += [open_id[i] for i in stack] or [self.vocab.id(EMPTY)]
+            else:
+                top = open_id[stack[-1]] if stack else self.vocab.id(EMPTY)
+                trace += [top, *self.vocab.ids(str(len(stack)))]
             trace.append(self.vocab.id(STEP))
         member = member and not stack
         label = self.vocab.id(TRUE if member else FALSE)
+        if self.filler:
+            return [self.vocab.id(FILL)] * self.trace_length(len(prompt)) + [label]
         return [*trace, label] if self.cot else [label]
 
     # -- final answer --------------------------------------------------------------------

@@ -27,12 +27,36 @@ from sepbench.errors import SepbenchError, check_choice
 from sepbench.tasks.base import Batch, Task
 
 EQUALS, STEP, FILL, EOS = "=", "|", "[FILL]", "[EOS]"
+DIGITS = [str(d) for d in range(10)]
 MAX_SYMBOLS = 1024  # the largest alphabet of papers.md (string equality, §2)
 
 
 def symbols(count: int) -> list[str]:
     """Alphabet tokens ``s0`` .. ``s{count-1}`` (distinct from the digit tokens)."""
     return [f"s{i}" for i in range(count)]
+
+
+def total_width(top: int) -> int:
+    """Sum of the decimal widths of 1 .. ``top``, by runs of equal width."""
+    total, low, width = 0, 1, 1
+    while low <= top:
+        total += width * (min(top, 10 * low - 1) - low + 1)
+        low, width = 10 * low, width + 1
+    return total
+
+
+def decimal_slots(
+    values: np.ndarray, width: int, digit0: int, end: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Slots and keep mask (B, M * (width + 1)) for values (B, M) >= 0: each value right-aligned
+    in ``width`` digit slots (ids ``digit0`` + digit), most significant first, then the token
+    ``end``; leading zeros are not kept (0 is "0")."""
+    powers = 10 ** np.arange(width - 1, -1, -1)
+    digits = values[..., None] // powers % 10 + digit0
+    keep = values[..., None] >= np.r_[powers[:-1], 0]
+    slots = np.concatenate([digits, np.full((*values.shape, 1), end)], axis=2)
+    keep = np.concatenate([keep, np.ones((*values.shape, 1), bool)], axis=2)
+    return slots.reshape(len(values), -1), keep.reshape(len(values), -1)
 
 
 class SerialTask(Task):
