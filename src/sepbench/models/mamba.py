@@ -38,12 +38,14 @@ either way.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sepbench.errors import SepbenchError, check_int
+from sepbench.models import selective_scan_kernel
 from sepbench.models.base import Mixer, register_mixer
 
 MambaState = tuple[Tensor, Tensor]
@@ -75,11 +77,19 @@ def selective_scan(
     dtype = x.dtype
     x, dt, b, c = (t.to(a.dtype) for t in (x, dt, b, c))
     h = None if h is None else h.to(a.dtype)
-    block = x.shape[0] * x.shape[2] * a.shape[1]
-    stepwise = not x.is_cuda and block >= STEPWISE_MIN_BLOCK
-    scan = StepwiseScan.apply if stepwise else chunked_scan
-    y, h = scan(x, dt, a, b, c, h)
+    y, h = _scan_for(x, a)(x, dt, a, b, c, h)
     return y.to(dtype), h
+
+
+def _scan_for(x: Tensor, a: Tensor) -> Callable[..., tuple[Tensor, Tensor]]:
+    """The compiled scan on a CPU where it loads (float32); else the stepwise scan on a CPU
+    from :data:`STEPWISE_MIN_BLOCK` state elements; else the chunked scan."""
+    if x.device.type != "cpu":
+        return chunked_scan
+    if a.dtype == torch.float32 and selective_scan_kernel.enabled():
+        return selective_scan_kernel.CompiledScan.apply
+    block = x.shape[0] * x.shape[2] * a.shape[1]
+    return StepwiseScan.apply if block >= STEPWISE_MIN_BLOCK else chunked_scan
 
 
 class StepwiseScan(torch.autograd.Function):
