@@ -6,7 +6,7 @@ each per round, median over rounds), so a busy machine slows them alike.
 
 1. Mamba training tokens/s: 2 layers, width 64 (inner 128, d_state 16), vocab 64, batch 64,
    forward+backward of next-token cross-entropy, at lengths 100 and 1,024. ``torch`` is the
-   model as it ran before the kernel (``SEPBENCH_COMPILED_SCAN=0``: at these sizes the stepwise
+   model as it ran before the kernel (``SEPBENCH_MAMBA_KERNELS=0``: at these sizes the stepwise
    scan), ``compiled`` the default.
 2. One scan, forward+backward (inner 128, d_state 16): the chunked, stepwise and compiled scans
    at batch 64 and lengths 100 and 1,024, and at batch 1, length 1,024 (where the torch path
@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from sepbench import models
 from sepbench.cpu import keep_freed_memory
-from sepbench.models import selective_scan_kernel
+from sepbench.models import mamba_cpu
 from sepbench.models.mamba import StepwiseScan, chunked_scan
 
 VOCAB, WIDTH, LAYERS, INNER, D_STATE = 64, 64, 2, 128, 16
@@ -48,7 +48,7 @@ def interleaved(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str,
 
 def with_compiled_scan(enabled: bool, run: Callable[[], None]) -> Callable[[], None]:
     def switched() -> None:
-        os.environ[selective_scan_kernel.DISABLE_VARIABLE] = "1" if enabled else "0"
+        os.environ[mamba_cpu.DISABLE_VARIABLE] = "1" if enabled else "0"
         run()
 
     return switched
@@ -95,7 +95,7 @@ def scan_table(shapes: list[tuple[int, int]], rounds: int) -> None:
     scans = {
         "chunked": chunked_scan,
         "stepwise": StepwiseScan.apply,
-        "compiled": selective_scan_kernel.CompiledScan.apply,
+        "compiled": mamba_cpu.CompiledScan.apply,
     }
     print(f"\n2. one scan forward+backward, inner {INNER}, d_state {D_STATE}, ms")
     names = "".join(f"{name:>11}" for name in scans)
@@ -117,9 +117,9 @@ def scan_table(shapes: list[tuple[int, int]], rounds: int) -> None:
 
 
 def build_time() -> None:
-    selective_scan_kernel._build.cache_clear()
+    mamba_cpu._build.cache_clear()
     start = time.perf_counter()
-    loaded = selective_scan_kernel.library() is not None
+    loaded = mamba_cpu.library() is not None
     print(f"\n3. building the kernel: {time.perf_counter() - start:.2f} s (loaded: {loaded})")
 
 
@@ -130,8 +130,8 @@ def main() -> None:
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
     keep_freed_memory()  # as the engine does on CPU (sepbench.cpu)
-    if selective_scan_kernel.library() is None:
-        raise SystemExit(f"compiled scan unavailable: {selective_scan_kernel.unavailable_reason()}")
+    if mamba_cpu.library() is None:
+        raise SystemExit(f"compiled scan unavailable: {mamba_cpu.unavailable_reason()}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32")
     build_time()
     training_table([100, 1024], batch=64, rounds=options.repeats)

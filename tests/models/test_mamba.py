@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from sepbench import models
 from sepbench.errors import SepbenchError
-from sepbench.models import mamba, selective_scan_kernel
+from sepbench.models import mamba, mamba_cpu
 from sepbench.models.mamba import (
     STEPWISE_MIN_BLOCK,
     Mamba,
@@ -49,9 +49,9 @@ stepwise_scan = StepwiseScan.apply
 
 def compiled_scan(*inputs):
     """The C kernel, or a skip saying why it is missing (it needs a C compiler)."""
-    if selective_scan_kernel.library() is None:
-        pytest.skip(f"compiled scan unavailable: {selective_scan_kernel.unavailable_reason()}")
-    return selective_scan_kernel.CompiledScan.apply(*inputs)
+    if mamba_cpu.library() is None:
+        pytest.skip(f"compiled scan unavailable: {mamba_cpu.unavailable_reason()}")
+    return mamba_cpu.CompiledScan.apply(*inputs)
 
 
 SCANS = {"stepwise": stepwise_scan, "compiled": compiled_scan,
@@ -94,7 +94,7 @@ def test_stepwise_scan_passes_torch_gradcheck_in_float64() -> None:
 def test_selective_scan_equals_the_step_recurrence_on_either_side_of_the_switch(
     batch: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(selective_scan_kernel.DISABLE_VARIABLE, "0")
+    monkeypatch.setenv(mamba_cpu.DISABLE_VARIABLE, "0")
     x, dt, a, b, c, h = scan_inputs(batch, 7, 128, 16)
     assert (batch * 128 * 16 >= STEPWISE_MIN_BLOCK) == (batch == 16)
     chunked_calls = []
@@ -285,16 +285,16 @@ def test_compiled_scan_is_deterministic_across_calls() -> None:
 def test_a_cpu_mixer_uses_the_compiled_scan_unless_disabled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if selective_scan_kernel.library() is None:
-        pytest.skip(f"compiled scan unavailable: {selective_scan_kernel.unavailable_reason()}")
+    if mamba_cpu.library() is None:
+        pytest.skip(f"compiled scan unavailable: {mamba_cpu.unavailable_reason()}")
     calls = []
-    monkeypatch.setattr(selective_scan_kernel.CompiledScan, "apply",
+    monkeypatch.setattr(mamba_cpu.CompiledScan, "apply",
                         lambda *args: calls.append(1) or StepwiseScan.apply(*args))
     mixer = Mamba(8, d_state=4)
     x = torch.randn(2, 9, 8)
     mixer(x)
     assert len(calls) == 1
-    monkeypatch.setenv(selective_scan_kernel.DISABLE_VARIABLE, "0")
+    monkeypatch.setenv(mamba_cpu.DISABLE_VARIABLE, "0")
     mixer(x)
     assert len(calls) == 1
     mixer.double()(x.double())  # float64 runs the torch scans
@@ -305,18 +305,18 @@ def test_without_a_compiler_the_kernel_says_why_and_mamba_falls_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CC", "no-such-compiler-sepbench")
-    selective_scan_kernel._build.cache_clear()
+    mamba_cpu._build.cache_clear()
     try:
-        assert not selective_scan_kernel.enabled()
+        assert not mamba_cpu.enabled()
         assert "no C compiler found (no-such-compiler-sepbench)" in (
-            selective_scan_kernel.unavailable_reason())
+            mamba_cpu.unavailable_reason())
         x, dt, a, b, c, h = scan_inputs(2, 9, 4, 3)
         y, last = selective_scan(x, dt, a, b, c, h)
         expected_y, expected_h = stepped(x, dt, a, b, c, h)
         torch.testing.assert_close(y, expected_y, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(last, expected_h, atol=1e-5, rtol=1e-5)
     finally:
-        selective_scan_kernel._build.cache_clear()
+        mamba_cpu._build.cache_clear()
 
 
 def test_a_failing_compile_reports_the_compiler_error(
@@ -324,12 +324,69 @@ def test_a_failing_compile_reports_the_compiler_error(
 ) -> None:
     broken = tmp_path / "broken.c"
     broken.write_text("this is not C\n")
-    monkeypatch.setattr(selective_scan_kernel, "SOURCE", broken)
-    selective_scan_kernel._build.cache_clear()
+    monkeypatch.setattr(mamba_cpu, "SOURCE", broken)
+    mamba_cpu._build.cache_clear()
     try:
         if shutil.which(os.environ.get("CC", "cc")) is None:
             pytest.skip("no C compiler to fail")
-        assert selective_scan_kernel.library() is None
-        assert "failed: " in selective_scan_kernel.unavailable_reason()
+        assert mamba_cpu.library() is None
+        assert "failed: " in mamba_cpu.unavailable_reason()
     finally:
-        selective_scan_kernel._build.cache_clear()
+        mamba_cpu._build.cache_clear()
+
+
+def reference_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    width = weight.shape[-1]
+    padded = F.pad(x.transpose(1, 2), (width - 1, 0))
+    return F.silu(F.conv1d(padded, weight, bias, groups=x.shape[2])).transpose(1, 2)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize(("batch", "time", "width"), [(4, 19, 4), (3, 2, 4), (2, 7, 1), (5, 6, 3)])
+def test_compiled_conv_equals_torch_conv1d_in_values_and_gradients(
+    threads: int, batch: int, time: int, width: int
+) -> None:
+    """Read in place from a slice of a wider tensor, as from in_proj; shorter than the taps."""
+    if mamba_cpu.library() is None:
+        pytest.skip(f"compiled kernels unavailable: {mamba_cpu.unavailable_reason()}")
+    generator = torch.Generator().manual_seed(5)
+    wide = torch.randn(batch, time, 2 * 6, generator=generator).requires_grad_()
+    weight = torch.randn(6, 1, width, generator=generator).requires_grad_()
+    bias = torch.randn(6, generator=generator).requires_grad_()
+    upstream = torch.randn(batch, time, 6, generator=generator)
+    leaves = (wide, weight, bias)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        mine = mamba_cpu.CausalConv.apply(wide[..., :6], weight, bias)
+        mine_grads = torch.autograd.grad((mine * upstream).sum(), leaves)
+    finally:
+        torch.set_num_threads(before)
+    reference = reference_conv(wide[..., :6], weight, bias)
+    reference_grads = torch.autograd.grad((reference * upstream).sum(), leaves)
+    torch.testing.assert_close(mine, reference, atol=1e-5, rtol=1e-5)
+    for ours, theirs in zip(mine_grads, reference_grads):
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("time", [2, 11])
+@pytest.mark.parametrize("conv_width", [1, 4])
+def test_mixer_with_the_kernels_equals_the_mixer_without(
+    conv_width: int, time: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outputs, carried state and every parameter gradient, kernels on against off."""
+    if mamba_cpu.library() is None:
+        pytest.skip(f"compiled kernels unavailable: {mamba_cpu.unavailable_reason()}")
+    torch.manual_seed(0)
+    mixer = Mamba(8, d_state=4, conv_width=conv_width)
+    x = torch.randn(3, time, 8)
+    results = []
+    for setting in ("1", "0"):
+        monkeypatch.setenv(mamba_cpu.DISABLE_VARIABLE, setting)
+        mixer.zero_grad()
+        y, (conv, h) = mixer(x)
+        (y.square().sum() + h.sum()).backward()
+        results.append([y, conv, h, *(p.grad.clone() for p in mixer.parameters())])
+    assert results[0][1].shape == (3, 16, conv_width - 1)
+    for mine, reference in zip(*results):
+        torch.testing.assert_close(mine, reference, atol=1e-5, rtol=1e-4)

@@ -1,6 +1,7 @@
-/* Mamba's selective scan on a CPU, forward and backward (see selective_scan_kernel.py).
+/* Mamba's CPU kernels (see mamba_cpu.py): the selective scan and the causal depthwise
+ * convolution with its SiLU, each forward and backward.
  *
- * Shapes (all float32, contiguous, batch-major): x, dt, y, gy, gx, gdt (batch, time, inner);
+ * The selective scan. Shapes (all float32, contiguous, batch-major): x, dt, y, gy, gx, gdt (batch, time, inner);
  * b, c, gb, gc (batch, time, d_state); a (inner, d_state); h0, hT, ghT, gh0, ga
  * (batch, inner, d_state). h0, ghT and gh0 may be NULL (zero state / no gradient).
  *
@@ -126,4 +127,77 @@ int selective_scan_backward(int64_t batch, int64_t time, int64_t inner, int64_t 
                         gc, gh0);
     return backward(batch, time, inner, d_state, x, dt, a, b, c, h0, gy, ghT, gx, gdt, ga, gb,
                     gc, gh0);
+}
+
+/* The causal depthwise convolution and SiLU, from a zero history:
+ *
+ *     y[t, d] = SiLU(bias[d] + sum_k w[k, d] x[t - width + 1 + k, d]),   x[s < 0] = 0
+ *
+ * x (batch, time, inner) with `stride` floats between time steps (it may be a slice of the
+ * in_proj output); w (width, inner); bias (inner); y (batch, time, inner) contiguous. The
+ * inner loops run along channels, which are contiguous. */
+INLINE void conv_pre_activation(int64_t t, int64_t inner, int64_t width, int64_t stride,
+                                const float *restrict x, const float *restrict w,
+                                const float *restrict bias, float *restrict pre) {
+    for (int64_t d = 0; d < inner; d++) pre[d] = bias[d];
+    for (int64_t k = 0; k < width; k++) {
+        int64_t s = t - width + 1 + k;
+        if (s < 0) continue;
+        for (int64_t d = 0; d < inner; d++) pre[d] += w[k * inner + d] * x[s * stride + d];
+    }
+}
+
+void causal_conv_forward(int64_t batch, int64_t time, int64_t inner, int64_t width,
+                         int64_t stride, const float *x, const float *w, const float *bias,
+                         float *y) {
+    for (int64_t i = 0; i < batch; i++) {
+        for (int64_t t = 0; t < time; t++) {
+            float *yt = y + (i * time + t) * inner;
+            conv_pre_activation(t, inner, width, stride, x + i * time * stride, w, bias, yt);
+            for (int64_t d = 0; d < inner; d++) yt[d] = yt[d] / (1.0f + expf(-yt[d]));
+        }
+    }
+}
+
+/* Writes gx (batch, time, inner), contiguous; adds into gw (batch, width, inner) and gbias
+ * (batch, inner), per row (the caller sums them). Returns 0, or -1 when the time x inner work
+ * buffer cannot be allocated. */
+int causal_conv_backward(int64_t batch, int64_t time, int64_t inner, int64_t width,
+                         int64_t stride, const float *restrict x, const float *restrict w,
+                         const float *restrict bias, const float *restrict gy,
+                         float *restrict gx, float *restrict gw, float *restrict gbias) {
+    float *gpre = malloc(sizeof(float) * time * inner);  /* dL/d(pre-activation) of one row */
+    if (!gpre) return -1;
+    for (int64_t i = 0; i < batch; i++) {
+        const float *xi = x + i * time * stride;
+        float *gwi = gw + i * width * inner, *gbi = gbias + i * inner;
+        for (int64_t t = 0; t < time; t++) {
+            const float *gyt = gy + (i * time + t) * inner;
+            float *gt = gpre + t * inner;
+            conv_pre_activation(t, inner, width, stride, xi, w, bias, gt);
+            for (int64_t d = 0; d < inner; d++) {
+                float sig = 1.0f / (1.0f + expf(-gt[d]));
+                gt[d] = gyt[d] * sig * (1.0f + gt[d] * (1.0f - sig));
+                gbi[d] += gt[d];
+            }
+            for (int64_t k = 0; k < width; k++) {
+                int64_t s = t - width + 1 + k;
+                if (s < 0) continue;
+                for (int64_t d = 0; d < inner; d++)
+                    gwi[k * inner + d] += gt[d] * xi[s * stride + d];
+            }
+        }
+        for (int64_t s = 0; s < time; s++) {
+            float *gxs = gx + (i * time + s) * inner;
+            for (int64_t d = 0; d < inner; d++) gxs[d] = 0.0f;
+            for (int64_t k = 0; k < width; k++) {
+                int64_t t = s + width - 1 - k;
+                if (t >= time) continue;
+                for (int64_t d = 0; d < inner; d++)
+                    gxs[d] += w[k * inner + d] * gpre[t * inner + d];
+            }
+        }
+    }
+    free(gpre);
+    return 0;
 }

@@ -1,11 +1,13 @@
-"""Mamba's selective scan as compiled C on a CPU: the fast path of :mod:`sepbench.models.mamba`.
+"""Mamba's CPU kernels in C: the fast path of :mod:`sepbench.models.mamba` on a CPU.
 
-The recurrence of :func:`sepbench.models.mamba.selective_step` (papers.md §1 and §2 use Mamba),
-forward and backward, in ``selective_scan.c`` beside this file. It is compiled on first use with
-the system C compiler (``$CC``, else ``cc``; about 0.3 s) into a temporary directory and loaded
-with ctypes; nothing is kept on disk. Where there is no compiler, or the compile fails, or
-``SEPBENCH_COMPILED_SCAN=0`` is set, :func:`enabled` is False and Mamba runs its pure-torch
-scans, which stay the reference this kernel is tested against.
+Two pieces of the Mamba block (papers.md §1 and §2 use Mamba), forward and backward, in
+``mamba_cpu.c`` beside this file: the selective scan (:class:`CompiledScan`, the recurrence of
+:func:`sepbench.models.mamba.selective_step`) and the causal depthwise convolution with its
+SiLU (:class:`CausalConv`). They are compiled on first use with the system C compiler (``$CC``,
+else ``cc``; about 0.3 s) into a temporary directory and loaded with ctypes; nothing is kept on
+disk. Where there is no compiler, or the compile fails, or ``SEPBENCH_MAMBA_KERNELS=0`` is set,
+:func:`enabled` is False and Mamba runs its pure-torch code, which stays the reference these
+kernels are tested against.
 
 Why plain C through ctypes (measured on the 2-core machine, forward of one layer at batch 64,
 length 100, 128 channels, 16 states): numba 49 ms, this kernel 13 ms (gcc vectorises ``expf``
@@ -13,7 +15,7 @@ through glibc's vector math library; numba calls the scalar one); a
 ``torch.utils.cpp_extension.load_inline`` build of the same code takes 31 s to compile
 (torch's headers) against 0.3 s here.
 
-The kernel runs rows of the batch on ``torch.get_num_threads()`` Python threads (ctypes
+The kernels run rows of the batch on ``torch.get_num_threads()`` Python threads (ctypes
 releases the GIL). Each row's parameter gradient is written apart and the rows are summed in
 order, so results do not depend on timing; they may differ from the torch scans in the last
 bits (fp32 round-off, a different summation order).
@@ -33,28 +35,28 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-SOURCE = Path(__file__).with_name("selective_scan.c")
+SOURCE = Path(__file__).with_name("mamba_cpu.c")
 FLAG_SETS = (["-O3", "-ffast-math", "-march=native"], ["-O3", "-ffast-math"])
 """Tried in order. -ffast-math lets gcc call glibc's vector ``expf``; it is given to the compile
 step only, so the link does not add gcc's crtfastmath (which would flush denormals to zero for
 the whole process)."""
-DISABLE_VARIABLE = "SEPBENCH_COMPILED_SCAN"
+DISABLE_VARIABLE = "SEPBENCH_MAMBA_KERNELS"
 _POINTER = ctypes.c_void_p
 _SIZE = ctypes.c_int64
 
 
 def enabled() -> bool:
-    """Whether Mamba should use the compiled scan: it loads, and the environment allows it."""
+    """Whether Mamba should use these kernels: they load, and the environment allows it."""
     return os.environ.get(DISABLE_VARIABLE, "1") != "0" and library() is not None
 
 
 def unavailable_reason() -> str | None:
-    """Why the kernel did not load (None when it did)."""
+    """Why the kernels did not load (None when they did)."""
     return _build()[1]
 
 
 def library() -> ctypes.CDLL | None:
-    """The loaded kernel, compiled on the first call; None where it cannot be built."""
+    """The loaded kernels, compiled on the first call; None where they cannot be built."""
     return _build()[0]
 
 
@@ -97,6 +99,10 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.selective_scan_forward.restype = None
     lib.selective_scan_backward.argtypes = [_SIZE] * 4 + [_POINTER] * 14
     lib.selective_scan_backward.restype = ctypes.c_int
+    lib.causal_conv_forward.argtypes = [_SIZE] * 5 + [_POINTER] * 4
+    lib.causal_conv_forward.restype = None
+    lib.causal_conv_backward.argtypes = [_SIZE] * 5 + [_POINTER] * 7
+    lib.causal_conv_backward.restype = ctypes.c_int
     return lib
 
 
@@ -162,3 +168,41 @@ class CompiledScan(torch.autograd.Function):
         if any(failed):
             raise MemoryError("selective scan backward: could not allocate its work buffer")
         return gx, gdt, ga_rows.sum(0), gb, gc, gh0
+
+
+class CausalConv(torch.autograd.Function):
+    """SiLU(causal depthwise conv1d) from a zero history, in C (float32, CPU).
+
+    ``x`` (batch, time, inner), contiguous along channels (a slice of a wider tensor is read in
+    place); ``weight`` (inner, 1, width) and ``bias`` (inner) as :class:`torch.nn.Conv1d`
+    stores them. Returns (batch, time, inner). Backward recomputes the pre-activation.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        if x.stride(2) != 1 or x.stride(0) != x.shape[1] * x.stride(1):
+            x = x.contiguous()
+        batch, time, inner = x.shape
+        taps = weight[:, 0, :].t().contiguous()  # (width, inner): channels contiguous
+        y = x.new_empty(batch, time, inner)
+        sizes = (time, inner, taps.shape[0], x.stride(1))
+        every_row = (taps.expand(batch, *taps.shape), bias.expand(batch, inner))
+        _over_rows(library().causal_conv_forward, batch, sizes, x, *every_row, y)
+        ctx.save_for_backward(x, taps, bias)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, taps, bias = ctx.saved_tensors
+        batch, time, inner = x.shape
+        gx = x.new_empty(batch, time, inner)
+        gtaps, gbias = x.new_zeros(batch, *taps.shape), x.new_zeros(batch, inner)
+        sizes = (time, inner, taps.shape[0], x.stride(1))
+        every_row = (taps.expand(batch, *taps.shape), bias.expand(batch, inner))
+        failed = _over_rows(
+            library().causal_conv_backward, batch, sizes,
+            x, *every_row, gy.contiguous(), gx, gtaps, gbias,
+        )
+        if any(failed):
+            raise MemoryError("causal conv backward: could not allocate its work buffer")
+        return gx, gtaps.sum(0).t()[:, None, :], gbias.sum(0)
