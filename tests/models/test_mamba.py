@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+import shutil
 from functools import partial
 
 import pytest
@@ -12,7 +14,7 @@ from torch.nn import functional as F
 
 from sepbench import models
 from sepbench.errors import SepbenchError
-from sepbench.models import mamba
+from sepbench.models import mamba, mamba_cpu
 from sepbench.models.mamba import (
     STEPWISE_MIN_BLOCK,
     Mamba,
@@ -43,8 +45,17 @@ def stepped(x, dt, a, b, c, h):
 
 
 stepwise_scan = StepwiseScan.apply
-SCANS = {"stepwise": stepwise_scan, **{f"chunked-{n}": partial(chunked_scan, chunk=n)
-                                     for n in (None, 1, 3, 5, 7, 23, 40)}}
+
+
+def compiled_scan(*inputs):
+    """The C kernel, or a skip saying why it is missing (it needs a C compiler)."""
+    if mamba_cpu.library() is None:
+        pytest.skip(f"compiled scan unavailable: {mamba_cpu.unavailable_reason()}")
+    return mamba_cpu.CompiledScan.apply(*inputs)
+
+
+SCANS = {"stepwise": stepwise_scan, "compiled": compiled_scan,
+         **{f"chunked-{n}": partial(chunked_scan, chunk=n) for n in (None, 1, 3, 5, 7, 23, 40)}}
 
 
 @pytest.mark.parametrize("scan", SCANS.values(), ids=SCANS.keys())
@@ -58,7 +69,7 @@ def test_scans_equal_the_step_recurrence(scan, carried: bool) -> None:
     torch.testing.assert_close(last, expected_h, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("scan", [stepwise_scan, partial(chunked_scan, chunk=4)])
+@pytest.mark.parametrize("scan", [stepwise_scan, compiled_scan, partial(chunked_scan, chunk=4)])
 @pytest.mark.parametrize("carried", [False, True])
 def test_scan_gradients_equal_the_step_gradients(scan, carried: bool) -> None:
     inputs = [t.requires_grad_() for t in scan_inputs(2, 17, 4, 3)]
@@ -83,6 +94,7 @@ def test_stepwise_scan_passes_torch_gradcheck_in_float64() -> None:
 def test_selective_scan_equals_the_step_recurrence_on_either_side_of_the_switch(
     batch: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv(mamba_cpu.DISABLE_VARIABLE, "0")
     x, dt, a, b, c, h = scan_inputs(batch, 7, 128, 16)
     assert (batch * 128 * 16 >= STEPWISE_MIN_BLOCK) == (batch == 16)
     chunked_calls = []
@@ -105,7 +117,7 @@ def test_selective_scan_runs_in_float32_and_returns_the_input_dtype() -> None:
     torch.testing.assert_close(y.float(), expected_y, atol=0.05, rtol=0.02)
 
 
-@pytest.mark.parametrize("scan", [stepwise_scan, chunked_scan])
+@pytest.mark.parametrize("scan", [stepwise_scan, compiled_scan, chunked_scan])
 def test_scan_stays_finite_and_exact_with_very_large_steps(scan) -> None:
     """Δ·|A| up to ~100 per step would overflow an exp(-A·cumsum Δ) factorisation."""
     x, dt, a, b, c, h = scan_inputs(1, 200, 4, 16)
@@ -220,3 +232,161 @@ def test_stepwise_scan_without_gradients_equals_the_step_recurrence() -> None:
     expected_y, expected_h = stepped(*inputs)
     torch.testing.assert_close(y, expected_y, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(last, expected_h, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize(("batch", "time", "d_state"), [(1, 40, 16), (5, 13, 7), (4, 1, 1)])
+def test_compiled_scan_equals_the_chunked_scan_in_values_and_gradients(
+    threads: int, batch: int, time: int, d_state: int
+) -> None:
+    """Row slices on several threads, state sizes off the vector width, a single step."""
+    inputs = [t.requires_grad_() for t in scan_inputs(batch, time, 6, d_state, seed=3)]
+    generator = torch.Generator().manual_seed(4)
+    weights = torch.randn(batch, time, 6, generator=generator)
+    last_weights = torch.randn(batch, 6, d_state, generator=generator)
+
+    def run(scan):
+        y, last = scan(*inputs)
+        loss = (y * weights).sum() + (last * last_weights).sum()
+        return y, last, torch.autograd.grad(loss, inputs)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        mine = run(compiled_scan)
+    finally:
+        torch.set_num_threads(before)
+    reference = run(chunked_scan)
+    torch.testing.assert_close(mine[0], reference[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mine[1], reference[1], atol=1e-5, rtol=1e-5)
+    for ours, theirs in zip(mine[2], reference[2]):
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_compiled_scan_gradient_of_y_alone_or_the_last_state_alone() -> None:
+    """Autograd hands the backward zeros for the unused result."""
+    inputs = [t.requires_grad_() for t in scan_inputs(3, 11, 4, 5)]
+    for pick in (0, 1):
+        mine = torch.autograd.grad(compiled_scan(*inputs)[pick].sum(), inputs)
+        theirs = torch.autograd.grad(stepped(*inputs)[pick].sum(), inputs, allow_unused=True,
+                                     materialize_grads=True)  # the last state alone leaves C unused
+        for ours, reference in zip(mine, theirs):
+            torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_compiled_scan_is_deterministic_across_calls() -> None:
+    inputs = [t.requires_grad_() for t in scan_inputs(8, 30, 16, 16)]
+    first, second = (torch.autograd.grad(compiled_scan(*inputs)[0].square().sum(), inputs)
+                     for _ in range(2))
+    for one, two in zip(first, second):
+        assert torch.equal(one, two)
+
+
+def test_a_cpu_mixer_uses_the_compiled_scan_unless_disabled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if mamba_cpu.library() is None:
+        pytest.skip(f"compiled scan unavailable: {mamba_cpu.unavailable_reason()}")
+    calls = []
+    monkeypatch.setattr(mamba_cpu.CompiledScan, "apply",
+                        lambda *args: calls.append(1) or StepwiseScan.apply(*args))
+    mixer = Mamba(8, d_state=4)
+    x = torch.randn(2, 9, 8)
+    mixer(x)
+    assert len(calls) == 1
+    monkeypatch.setenv(mamba_cpu.DISABLE_VARIABLE, "0")
+    mixer(x)
+    assert len(calls) == 1
+    mixer.double()(x.double())  # float64 runs the torch scans
+    assert len(calls) == 1
+
+
+def test_without_a_compiler_the_kernel_says_why_and_mamba_falls_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CC", "no-such-compiler-sepbench")
+    mamba_cpu._build.cache_clear()
+    try:
+        assert not mamba_cpu.enabled()
+        assert "no C compiler found (no-such-compiler-sepbench)" in (
+            mamba_cpu.unavailable_reason())
+        x, dt, a, b, c, h = scan_inputs(2, 9, 4, 3)
+        y, last = selective_scan(x, dt, a, b, c, h)
+        expected_y, expected_h = stepped(x, dt, a, b, c, h)
+        torch.testing.assert_close(y, expected_y, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(last, expected_h, atol=1e-5, rtol=1e-5)
+    finally:
+        mamba_cpu._build.cache_clear()
+
+
+def test_a_failing_compile_reports_the_compiler_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    broken = tmp_path / "broken.c"
+    broken.write_text("this is not C\n")
+    monkeypatch.setattr(mamba_cpu, "SOURCE", broken)
+    mamba_cpu._build.cache_clear()
+    try:
+        if shutil.which(os.environ.get("CC", "cc")) is None:
+            pytest.skip("no C compiler to fail")
+        assert mamba_cpu.library() is None
+        assert "failed: " in mamba_cpu.unavailable_reason()
+    finally:
+        mamba_cpu._build.cache_clear()
+
+
+def reference_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    width = weight.shape[-1]
+    padded = F.pad(x.transpose(1, 2), (width - 1, 0))
+    return F.silu(F.conv1d(padded, weight, bias, groups=x.shape[2])).transpose(1, 2)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize(("batch", "time", "width"), [(4, 19, 4), (3, 2, 4), (2, 7, 1), (5, 6, 3)])
+def test_compiled_conv_equals_torch_conv1d_in_values_and_gradients(
+    threads: int, batch: int, time: int, width: int
+) -> None:
+    """Read in place from a slice of a wider tensor, as from in_proj; shorter than the taps."""
+    if mamba_cpu.library() is None:
+        pytest.skip(f"compiled kernels unavailable: {mamba_cpu.unavailable_reason()}")
+    generator = torch.Generator().manual_seed(5)
+    wide = torch.randn(batch, time, 2 * 6, generator=generator).requires_grad_()
+    weight = torch.randn(6, 1, width, generator=generator).requires_grad_()
+    bias = torch.randn(6, generator=generator).requires_grad_()
+    upstream = torch.randn(batch, time, 6, generator=generator)
+    leaves = (wide, weight, bias)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        mine = mamba_cpu.CausalConv.apply(wide[..., :6], weight, bias)
+        mine_grads = torch.autograd.grad((mine * upstream).sum(), leaves)
+    finally:
+        torch.set_num_threads(before)
+    reference = reference_conv(wide[..., :6], weight, bias)
+    reference_grads = torch.autograd.grad((reference * upstream).sum(), leaves)
+    torch.testing.assert_close(mine, reference, atol=1e-5, rtol=1e-5)
+    for ours, theirs in zip(mine_grads, reference_grads):
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("time", [2, 11])
+@pytest.mark.parametrize("conv_width", [1, 4])
+def test_mixer_with_the_kernels_equals_the_mixer_without(
+    conv_width: int, time: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outputs, carried state and every parameter gradient, kernels on against off."""
+    if mamba_cpu.library() is None:
+        pytest.skip(f"compiled kernels unavailable: {mamba_cpu.unavailable_reason()}")
+    torch.manual_seed(0)
+    mixer = Mamba(8, d_state=4, conv_width=conv_width)
+    x = torch.randn(3, time, 8)
+    results = []
+    for setting in ("1", "0"):
+        monkeypatch.setenv(mamba_cpu.DISABLE_VARIABLE, setting)
+        mixer.zero_grad()
+        y, (conv, h) = mixer(x)
+        (y.square().sum() + h.sum()).backward()
+        results.append([y, conv, h, *(p.grad.clone() for p in mixer.parameters())])
+    assert results[0][1].shape == (3, 16, conv_width - 1)
+    for mine, reference in zip(*results):
+        torch.testing.assert_close(mine, reference, atol=1e-5, rtol=1e-4)

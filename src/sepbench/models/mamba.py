@@ -16,15 +16,22 @@ With ``inner = expand · width``, per token:
 
 The carried state is ``(conv, h)``: the last ``conv_width - 1`` conv inputs, (batch, inner,
 conv_width - 1), and h, (batch, inner, d_state). A single token uses the recurrence above
-(:func:`selective_step`, the reference); longer chunks use :func:`selective_scan`. On a CPU,
-once one step's state has :data:`STEPWISE_MIN_BLOCK` elements, it steps through time with a
-hand-written backward (:class:`StepwiseScan`: one batch × inner × d_state state stays in
-cache; at length 100, batch 64, width 64 it trains 3× faster than :func:`chunked_scan`
-through autograd, and a two-layer model's step drops from 770 to 450 ms on one core).
-Otherwise (GPUs, small CPU batches) it runs :func:`chunked_scan`, a two-level scan with few
-kernel launches. Neither multiplies by anything larger than 1, so both are stable at any
-length and for any trained Δ and A; all agree to fp32 round-off. The scan runs in float32
-whatever the autocast dtype (Mamba's own kernels keep the state in fp32 too).
+(:func:`selective_step`, the reference); longer chunks use :func:`selective_scan`, which picks:
+
+- on a CPU, in float32, the compiled C kernel of :mod:`sepbench.models.mamba_cpu`
+  where a C compiler is found (it builds on first use, 0.3 s; the causal convolution from a
+  zero history runs there too); measured in ``benchmarks/mamba_scan_speed.py``;
+- otherwise on a CPU, from :data:`STEPWISE_MIN_BLOCK` state elements per step,
+  :class:`StepwiseScan`, the recurrence step by step in torch with a hand-written backward (one
+  batch × inner × d_state state stays in cache; at length 100, batch 64, width 64 it trains 3×
+  faster than :func:`chunked_scan` through autograd);
+- otherwise (GPUs, small CPU batches) :func:`chunked_scan`, a two-level scan with few kernel
+  launches.
+
+None multiplies by anything larger than 1, so all are stable at any length and for any trained
+Δ and A; all agree to fp32 round-off, and the tests hold the fast ones to the step recurrence.
+The scan runs in float32 whatever the autocast dtype (Mamba's own kernels keep the state in fp32
+too).
 
 Init (Gu & Dao's defaults; the papers of papers.md leave it open): A_log = log(1..d_state) for
 every channel (S4D-Real); D = 1; dt_proj.weight ~ U(±dt_rank^-½); dt_proj.bias = softplus⁻¹(Δ₀)
@@ -38,12 +45,14 @@ either way.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sepbench.errors import SepbenchError, check_int
+from sepbench.models import mamba_cpu
 from sepbench.models.base import Mixer, register_mixer
 
 MambaState = tuple[Tensor, Tensor]
@@ -75,11 +84,19 @@ def selective_scan(
     dtype = x.dtype
     x, dt, b, c = (t.to(a.dtype) for t in (x, dt, b, c))
     h = None if h is None else h.to(a.dtype)
-    block = x.shape[0] * x.shape[2] * a.shape[1]
-    stepwise = not x.is_cuda and block >= STEPWISE_MIN_BLOCK
-    scan = StepwiseScan.apply if stepwise else chunked_scan
-    y, h = scan(x, dt, a, b, c, h)
+    y, h = _scan_for(x, a)(x, dt, a, b, c, h)
     return y.to(dtype), h
+
+
+def _scan_for(x: Tensor, a: Tensor) -> Callable[..., tuple[Tensor, Tensor]]:
+    """The compiled scan on a CPU where it loads (float32); else the stepwise scan on a CPU
+    from :data:`STEPWISE_MIN_BLOCK` state elements; else the chunked scan."""
+    if x.device.type != "cpu":
+        return chunked_scan
+    if a.dtype == torch.float32 and mamba_cpu.enabled():
+        return mamba_cpu.CompiledScan.apply
+    block = x.shape[0] * x.shape[2] * a.shape[1]
+    return StepwiseScan.apply if block >= STEPWISE_MIN_BLOCK else chunked_scan
 
 
 class StepwiseScan(torch.autograd.Function):
@@ -262,7 +279,17 @@ class Mamba(Mixer):
         return self.out_proj(y), (conv_state, h)
 
     def _conv(self, x: Tensor, buffer: Tensor | None) -> tuple[Tensor, Tensor]:
-        """SiLU(causal depthwise conv) of x (batch, time, inner), continuing from ``buffer``."""
+        """SiLU(causal depthwise conv) of x (batch, time, inner), continuing from ``buffer``.
+
+        From a zero history on a CPU in float32, the C kernel of :mod:`mamba_cpu` where it
+        loads; otherwise ``F.conv1d`` (the reference)."""
+        keep = self.conv_width - 1
+        if buffer is None and x.device.type == "cpu" and x.dtype == torch.float32 and (
+            mamba_cpu.enabled()
+        ):
+            recent = x[:, max(0, x.shape[1] - keep) :].transpose(1, 2)
+            y = mamba_cpu.CausalConv.apply(x, self.conv1d.weight, self.conv1d.bias)
+            return y, F.pad(recent, (keep - recent.shape[-1], 0))
         x = x.transpose(1, 2)
         if buffer is None:
             buffer = x.new_zeros(x.shape[0], self.inner, self.conv_width - 1)
