@@ -113,3 +113,15 @@ def test_models_lists_every_model_with_sizes() -> None:
     assert result.returncode == 0, result.stderr
     listed = [line.split()[0] for line in result.stdout.strip().splitlines()[1:]]
     assert listed == models.names()
+
+
+def test_models_shows_each_models_recurrence_class() -> None:
+    from sepbench.models.base import MIXERS
+
+    result = sepbench("models", "--width", "16", "--layers", "2", "--length", "100")
+    rows = {line.split()[0]: line.split()[3] for line in result.stdout.splitlines()[1:]}
+    assert result.stdout.split()[4] == "recurrence"  # model, parameters, state size, ...
+    assert rows["transformer"] == "none" and rows["lstm"] == "complete"
+    assert rows["hybrid"] == "linear+none"
+    for name, cls in MIXERS.items():
+        assert rows.get(name, cls.recurrence) == cls.recurrence

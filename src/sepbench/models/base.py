@@ -34,11 +34,22 @@ class Mixer(nn.Module):
     ``needs_positions``: the mixer has no sense of order of its own (attention, linear
     attention), so a model with it adds learned absolute positions unless ``positional`` says
     otherwise.
+    ``recurrence``: the mixer's class in Zhang et al.'s sense (papers.md §3), one of
+    :data:`RECURRENCE`: ``complete`` (the state update h_t = g(h_{t-1}, x_t) is nonlinear in
+    h_{t-1}, so serial depth grows with the length), ``block`` (complete, but the state is updated
+    once per block of ``block_length`` tokens), ``linear`` (the update is affine in the state: a
+    parallel prefix scan) or ``none`` (no state rewritten over time: a fixed number of layers per
+    position). Each mixer's docstring gives the reason; tests/models/test_recurrence.py checks it.
+    ``stack``: the mixer is a whole multi-layer design whose layers cannot be separate blocks
+    (they share weights, a memory or a state that crosses layers); it takes ``depth``, and
+    ``build(name, ..., layers=L)`` makes a model of one block holding a depth-L stack.
     """
 
     name: ClassVar[str]
+    recurrence: ClassVar[str]
     default_feedforward: ClassVar[str | None] = "mlp"
     needs_positions: ClassVar[bool] = False
+    stack: ClassVar[bool] = False
 
     def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         raise NotImplementedError
@@ -47,6 +58,7 @@ class Mixer(nn.Module):
         raise NotImplementedError
 
 
+RECURRENCE = ("complete", "block", "linear", "none")
 MIXERS: dict[str, type[Mixer]] = {}
 FEEDFORWARDS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -256,7 +268,8 @@ def resolve_mixers(name: str, layers: int | None, mixers: list[str] | None) -> l
     if name not in names():
         raise unknown_name("model", name, names())
     check_int(name, "layers", layers, 1, 256)
-    return [MODEL_TO_MIXER.get(name, name)] * layers
+    mixer = MODEL_TO_MIXER.get(name, name)
+    return [mixer] if MIXERS[mixer].stack else [mixer] * layers
 
 
 def build(
@@ -291,11 +304,15 @@ def build(
     unordered = any(cls.needs_positions for cls in classes)
     positional = positional or ("learned" if unordered else "none")
     check_choice(name, "positional", positional, POSITIONAL)
+    accepted = set().union(*(mixer_params(cls) for cls in classes))
     if positional == "rope":
-        if "attention" not in kinds:
+        if "rope" not in accepted:
             raise SepbenchError(f"{name}: positional=rope needs an attention mixer")
         params["rope"] = True
-    accepted = set().union(*(mixer_params(cls) for cls in classes))
+    if name != "hybrid" and classes[0].stack:
+        if "depth" in params:
+            raise SepbenchError(f"{name}: set its depth with layers, not depth")
+        params["depth"] = layers
     for key in params:
         if key not in accepted:
             raise SepbenchError(
@@ -305,6 +322,8 @@ def build(
     blocks = []
     for cls in classes:
         own = {k: v for k, v in params.items() if k in mixer_params(cls)}
+        if cls.stack and "depth" not in own:
+            raise SepbenchError(f"{name}: the {cls.name} mixer needs depth=<layers in its stack>")
         feedforward = _feedforward(name, mlp, cls.default_feedforward, width, mlp_ratio)
         blocks.append(Block(cls(width, **own), feedforward, width, norm))
     return SequenceModel(
