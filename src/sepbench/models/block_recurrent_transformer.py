@@ -115,7 +115,7 @@ def trim(k: Tensor, v: Tensor, end: int, block: int) -> KV:
 
 
 class LSTMGate(nn.Module):
-    """S ← S ⊙ σ(f + 1) + tanh(z) ⊙ σ(i − 1), with z, i, f = W h + b (Hutchins et al. §3.2)."""
+    """Hutchins et al.'s LSTM gate: S ← S ⊙ σ(f + 1) + tanh(z) ⊙ σ(i − 1), z, i, f = W h + b."""
 
     def __init__(self, width: int) -> None:
         super().__init__()

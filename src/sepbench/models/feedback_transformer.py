@@ -13,9 +13,9 @@ m_t depends on m_{<t} through the attention of every layer, a nonlinear function
 serial depth grows with t: ``recurrence = "complete"`` (Fan et al.'s point; Zhang et al.
 count it recurrence-complete). Training runs one token at a time, batched over examples.
 
-Keys and values of the memory come from one projection shared by all layers (Fan et al.'s
-shared key-value variant), so each memory slot is projected once and the state is one KV cache,
-``2 · width · seq_len`` scalars after seq_len tokens, whatever the depth.
+Keys and values of the memory come from one projection shared by all layers (sepbench's choice;
+each layer could project the memory on its own), so each memory slot is projected once and the
+state is one KV cache, ``2 · width · seq_len`` scalars after seq_len tokens, whatever the depth.
 
 How it fits the mixer contract: all layers share the memory, so the whole stack is one mixer
 (``Mixer.stack``); ``models.build("feedback_transformer", vocab, width, layers)`` builds one
