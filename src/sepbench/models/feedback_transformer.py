@@ -34,9 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from sepbench.errors import SepbenchError, check_int
-from sepbench.models.attention import rotate
 from sepbench.models.base import MLP, Mixer, register_mixer
-from sepbench.models.stepwise import KV, GrowingCache, projection
+from sepbench.models.stepwise import KV, GrowingCache, Rotation, projection
 
 
 class FeedbackLayer(nn.Module):
@@ -52,15 +51,20 @@ class FeedbackLayer(nn.Module):
         self.mlp = MLP(width)
 
     def forward(
-        self, x: Tensor, memory: GrowingCache, key_value: nn.Linear, position: int | None
+        self,
+        x: Tensor,
+        memory: GrowingCache,
+        key_value: nn.Linear,
+        rotation: Rotation | None,
+        index: int,
     ) -> Tensor:
-        """x (batch, width) at ``position`` (None: no RoPE)."""
+        """Token ``index`` of a chunk, x (batch, width); ``rotation``: RoPE, or None."""
         batch, width = x.shape
         normed = self.attention_norm(x)
         q = self.query(normed).view(batch, self.heads, 1, width // self.heads)
         k, v = key_value(normed).view(batch, 2, self.heads, 1, width // self.heads).unbind(1)
-        if position is not None:
-            q, k = rotate(q, position), rotate(k, position)
+        if rotation is not None:
+            q, k = rotation(q, index), rotation(k, index)
         x = x + self.out(memory.attend(q, extra=(k, v)).reshape(batch, width))
         return x + self.mlp(self.mlp_norm(x))[0]
 
@@ -95,17 +99,17 @@ class FeedbackTransformer(Mixer):
         memory = GrowingCache(state)
         start = 0 if state is None else state[0].shape[2]
         weights = self.layer_weights.softmax(0)
+        rotation = Rotation(start, time, self.width // self.heads, x.device) if self.rope else None
         outputs = []
         for t in range(time):
-            position = start + t if self.rope else None
             h = x[:, t]
             m = weights[0] * h
             for layer, weight in zip(self.layers, weights[1:], strict=True):
-                h = layer(h, memory, self.key_value, position)
+                h = layer(h, memory, self.key_value, rotation, t)
                 m = m + weight * h
             kv = self.key_value(self.memory_norm(m)).view(batch, 2, self.heads, 1, -1)
             k, v = kv.unbind(1)
-            memory.append(rotate(k, position) if self.rope else k, v)
+            memory.append(rotation(k, t) if rotation else k, v)
             outputs.append(h)
         return torch.stack(outputs, 1), memory.tensors()
 

@@ -30,9 +30,9 @@ import torch
 from torch import Tensor, nn
 
 from sepbench.errors import check_int
-from sepbench.models.attention import Attention, rotate
+from sepbench.models.attention import Attention
 from sepbench.models.base import Mixer, register_mixer
-from sepbench.models.stepwise import KV, GrowingCache, projection, transformer_layer
+from sepbench.models.stepwise import KV, GrowingCache, Rotation, projection, transformer_layer
 
 RecurrentState = tuple[Tensor, list[KV]]
 
@@ -50,7 +50,7 @@ class RecurrentTransformer(Mixer):
     def __init__(self, width: int, *, depth: int, heads: int = 4, rope: bool = False) -> None:
         super().__init__()
         check_int(self.name, "depth", depth, 1, 256)
-        self.width, self.depth = width, depth
+        self.width, self.depth, self.rope = width, depth, rope
         self.layers = nn.ModuleList(transformer_layer(width, heads, rope) for _ in range(depth))
         self.feedback_norm = nn.LayerNorm(width)
         self.feedback = projection(width, width)
@@ -65,11 +65,13 @@ class RecurrentTransformer(Mixer):
             top, past = state
             start = past[0][0].shape[2]
             caches = [GrowingCache(kv) for kv in past]
+        head_dim = self.width // self.layers[0].mixer.heads
+        rotation = Rotation(start, x.shape[1], head_dim, x.device) if self.rope else None
         outputs = []
         for t in range(x.shape[1]):
             h = x[:, t] + self.feedback(self.feedback_norm(top))
             for layer, cache in zip(self.layers, caches, strict=True):
-                h = step(layer, h, start + t, cache)
+                h = step(layer, h, cache, rotation, t)
             outputs.append(h)
             top = h
         return torch.stack(outputs, 1), (top, [cache.tensors() for cache in caches])
@@ -78,16 +80,18 @@ class RecurrentTransformer(Mixer):
         return self.width + self.depth * 2 * self.width * seq_len
 
 
-def step(layer: nn.Module, h: Tensor, position: int, cache: GrowingCache) -> Tensor:
-    """One token (batch, width) at ``position`` through a ``transformer_layer``, appending its
-    key and value to ``cache``: the layer's attention computed one step at a time."""
+def step(
+    layer: nn.Module, h: Tensor, cache: GrowingCache, rotation: Rotation | None, index: int
+) -> Tensor:
+    """Token ``index`` of a chunk, h (batch, width), through a ``transformer_layer``, appending
+    its key and value to ``cache``: the layer's attention one step at a time."""
     attention: Attention = layer.mixer
     batch, width = h.shape
     head_dim = width // attention.heads
     qkv = attention.qkv(layer.mixer_norm(h)).view(batch, 3, attention.heads, 1, head_dim)
     q, k, v = qkv.unbind(1)
-    if attention.rope:
-        q, k = rotate(q, position), rotate(k, position)
+    if rotation is not None:
+        q, k = rotation(q, index), rotation(k, index)
     cache.append(k, v)
     h = h + attention.out(cache.attend(q).reshape(batch, width))
     return h + layer.feedforward(layer.feedforward_norm(h))[0]

@@ -6,6 +6,8 @@ Block-Recurrent and memory-token Transformers, and the looped control).
 - :func:`split_heads` / :func:`merge_heads`: (batch, time, width) <-> (batch, heads, time, d).
 - :func:`transformer_layer`: one pre-norm layer of sepbench's own ``transformer`` model
   (LayerNorm, causal attention over a KV cache, GELU MLP of ratio 4).
+- :class:`Rotation`: that layer's RoPE, tabulated once per chunk for models stepping a token at
+  a time.
 - :class:`GrowingCache`: the keys and values of the steps so far, for the models that must run
   one token at a time. A step appends one key and value and attends over all of them without
   copying the past, so a sequence of T steps copies and keeps O(T log T) scalars, not the
@@ -21,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from sepbench.models.attention import Attention
+from sepbench.models.attention import Attention, rotate
 from sepbench.models.base import MLP, Block
 
 KV = tuple[Tensor, Tensor]
@@ -47,6 +49,27 @@ def merge_heads(x: Tensor) -> Tensor:
     """(batch, heads, time, d) -> (batch, time, heads · d)."""
     batch, heads, time, d = x.shape
     return x.transpose(1, 2).reshape(batch, time, heads * d)
+
+
+class Rotation:
+    """attention.py's RoPE for models that step one token at a time: the cos and sin of every
+    position of a chunk, computed once, then applied to one position's queries or keys.
+
+    The tables come from attention.py's own ``rotate`` applied to the unit vector of each pair's
+    first coordinate, so the two can never disagree.
+    """
+
+    def __init__(self, start: int, count: int, head_dim: int, device: torch.device) -> None:
+        half = head_dim // 2
+        unit = torch.cat((torch.ones(half, device=device), torch.zeros(half, device=device)))
+        table = rotate(unit.expand(1, 1, count, head_dim), start)[0, 0]
+        self.cos, self.sin = table[:, :half], table[:, half:]
+
+    def __call__(self, x: Tensor, index: int) -> Tensor:
+        """``x`` (..., 1, head_dim) rotated to the chunk's position ``index``."""
+        first, second = x.chunk(2, -1)
+        cos, sin = self.cos[index], self.sin[index]
+        return torch.cat((first * cos - second * sin, first * sin + second * cos), -1)
 
 
 def transformer_layer(width: int, heads: int, rope: bool) -> Block:
