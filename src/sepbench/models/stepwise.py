@@ -82,31 +82,31 @@ class GrowingCache:
 
     The past is held as runs: a run from an earlier chunk as given, then runs of ``MIN_RUN``
     steps that merge with the run before them once it is no longer (so there are O(log T) of
-    them, as in a binary counter), then the recent steps not yet frozen. A step concatenates
-    only the recent steps; while there is no run (the first ``MIN_RUN`` steps of a sequence) its
-    attention is one fused call, afterwards the scores of every run are put together before one
-    softmax. Either way it equals attention over the whole concatenated cache.
+    them, as in a binary counter), then the recent steps not yet frozen, one tensor grown by a
+    row per step (so a step copies at most ``MIN_RUN`` rows). While there is no run (the first
+    ``MIN_RUN`` steps of a sequence) a step's attention is one fused call; afterwards the scores
+    of every run are put together before one softmax. Either way it equals attention over the
+    whole concatenated cache.
     """
 
     def __init__(self, past: KV | None = None) -> None:
         self.runs: list[KV] = [] if past is None else [past]
-        self.recent: list[KV] = []
+        self.recent: KV | None = None
 
     def append(self, k: Tensor, v: Tensor) -> None:
         """Add one step's key and value, each (batch, heads, 1, d)."""
-        self.recent.append((k, v))
-        if len(self.recent) < MIN_RUN:
+        self.recent = (k, v) if self.recent is None else self._concatenated([self.recent, (k, v)])
+        if self.recent[0].shape[2] < MIN_RUN:
             return
-        run = self._concatenated(self.recent)
-        self.recent = []
+        run, self.recent = self.recent, None
         while self.runs and self.runs[-1][0].shape[2] <= run[0].shape[2]:
             run = self._concatenated([self.runs.pop(), run])
         self.runs.append(run)
 
     def attend(self, q: Tensor, extra: KV | None = None) -> Tensor:
         """Softmax attention of ``q`` (batch, heads, 1, d) over the cache and ``extra``."""
-        tail = self.recent + ([extra] if extra is not None else [])
-        parts = self.runs + ([self._concatenated(tail)] if tail else [])
+        tail = [kv for kv in (self.recent, extra) if kv is not None]
+        parts = self.runs + ([self._concatenated(tail)] if len(tail) > 1 else tail)
         if len(parts) == 1:
             return F.scaled_dot_product_attention(q, *parts[0])
         scores = torch.cat([q @ k.transpose(-1, -2) for k, _ in parts], -1)
@@ -116,7 +116,7 @@ class GrowingCache:
 
     def tensors(self) -> KV:
         """The whole cache as one (keys, values) pair, to carry to the next chunk."""
-        return self._concatenated(self.runs + self.recent)
+        return self._concatenated(self.runs + ([self.recent] if self.recent else []))
 
     @staticmethod
     def _concatenated(parts: list[KV]) -> KV:
