@@ -12,7 +12,7 @@ Block-Recurrent and memory-token Transformers, and the looped control).
   one token at a time. A step appends one key and value and attends over all of them without
   copying the past, so a sequence of T steps copies and keeps O(T log T) scalars, not the
   O(T²) that concatenating the whole cache at every step would cost (at T = 2,048, width 32:
-  about 6 MB against 0.5 GB kept for the backward pass).
+  tens of MB against 0.5 GB kept for the backward pass).
 """
 
 from __future__ import annotations
