@@ -227,3 +227,15 @@ def test_a_sweep_with_a_failing_run_prints_the_table_lists_it_and_exits_1(
         "ZeroDivisionError: a bug in one model"
     )
     assert report.startswith("report: ") and (out / "report.html").is_file()
+
+
+def test_models_shows_each_models_recurrence_class() -> None:
+    from sepbench.models.base import MIXERS
+
+    result = sepbench("models", "--width", "16", "--layers", "2", "--length", "100")
+    rows = {line.split()[0]: line.split()[3] for line in result.stdout.splitlines()[1:]}
+    assert result.stdout.split()[4] == "recurrence"  # model, parameters, state size, ...
+    assert rows["transformer"] == "none" and rows["lstm"] == "complete"
+    assert rows["hybrid"] == "linear+none"
+    for name, cls in MIXERS.items():
+        assert rows.get(name, cls.recurrence) == cls.recurrence

@@ -110,7 +110,8 @@ def models_command(
     length: Annotated[int, typer.Option(help="Sequence length for the state size.")] = 1024,
     vocab: Annotated[int, typer.Option(help="Vocabulary size.")] = 64,
 ) -> None:
-    """List every model with its parameter count and state size at this size."""
+    """List every model with its parameter count, state size at this size and recurrence class
+    (papers.md §3: complete, block, linear or none)."""
     from sepbench import models
 
     for option, value in (("--width", width), ("--layers", layers), ("--length", length),
@@ -121,10 +122,12 @@ def models_command(
         mixers = ["mamba"] * max(layers - 1, 1) + ["attention"] if name == "hybrid" else None
         model = models.build(name, vocab, width, None if mixers else layers, mixers=mixers)
         described = "+".join(mixers) if mixers else f"{layers} x {name}"
+        recurrence = "+".join(dict.fromkeys(block.mixer.recurrence for block in model.blocks))
         lines.append(
-            f"{name:18s} {model.num_parameters():12,d} {model.state_size(length):12,d}  {described}"
+            f"{name:28s} {model.num_parameters():12,d} {model.state_size(length):12,d}  "
+            f"{recurrence:12s} {described}"
         )
-    typer.echo(f"{'model':18s} {'parameters':>12s} {'state size':>12s}  layers")
+    typer.echo(f"{'model':28s} {'parameters':>12s} {'state size':>12s}  {'recurrence':12s} layers")
     typer.echo("\n".join(lines))
 
 

@@ -48,9 +48,12 @@ class Attention(Mixer):
 
     ``heads`` must divide ``width``; ``rope`` rotates queries and keys by their absolute
     position (``models.build(..., positional="rope")`` sets it), which needs an even head size.
+    Recurrence ``none`` (papers.md §3): the KV cache only grows by appending each token's keys
+    and values, nothing carried is rewritten, and a position's serial depth is the layer count.
     """
 
     name = "attention"
+    recurrence = "none"
     default_feedforward = "mlp"
     needs_positions = True
 

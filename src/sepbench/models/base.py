@@ -33,11 +33,22 @@ class Mixer(nn.Module):
     ``needs_positions``: the mixer has no sense of order of its own (attention, linear
     attention), so a model with it adds learned absolute positions unless ``positional`` says
     otherwise.
+    ``recurrence``: the mixer's class in Zhang et al.'s sense (papers.md §3), one of
+    :data:`RECURRENCE`: ``complete`` (the state update h_t = g(h_{t-1}, x_t) is nonlinear in
+    h_{t-1}, so serial depth grows with the length), ``block`` (complete, but the state is updated
+    once per block of ``block_length`` tokens), ``linear`` (the update is affine in the state: a
+    parallel prefix scan) or ``none`` (no state rewritten over time: a fixed number of layers per
+    position). Each mixer's docstring gives the reason; tests/models/test_recurrence.py checks it.
+    ``stack``: the mixer is a whole multi-layer design whose layers cannot be separate blocks
+    (they share weights, a memory or a state that crosses layers); it takes ``depth``, and
+    ``build(name, ..., layers=L)`` makes a model of one block holding a depth-L stack.
     """
 
     name: ClassVar[str]
+    recurrence: ClassVar[str]
     default_feedforward: ClassVar[str | None] = "mlp"
     needs_positions: ClassVar[bool] = False
+    stack: ClassVar[bool] = False
 
     def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         raise NotImplementedError
@@ -46,6 +57,7 @@ class Mixer(nn.Module):
         raise NotImplementedError
 
 
+RECURRENCE = ("complete", "block", "linear", "none")
 MIXERS: dict[str, type[Mixer]] = {}
 FEEDFORWARDS: dict[str, Callable[..., nn.Module]] = {}
 

@@ -45,9 +45,11 @@ class LinearAttention(Mixer):
     """Causal, normalised linear attention with ``heads`` heads, trained in blocks of ``chunk``.
 
     The state is (S, z) of shapes (batch, heads, d_k, d_v) and (batch, heads, d_k).
+    Recurrence ``linear`` (papers.md §3): S and z are updated by adding terms of the input only.
     """
 
     name = "linear_attention"
+    recurrence = "linear"
     default_feedforward = "mlp"
     needs_positions = True
 

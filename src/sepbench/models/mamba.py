@@ -210,9 +210,14 @@ def chunked_scan(
 
 @register_mixer
 class Mamba(Mixer):
-    """Mamba-1 selective SSM: inner = expand · width channels, each with a d_state state."""
+    """Mamba-1 selective SSM: inner = expand · width channels, each with a d_state state.
+
+    Recurrence ``linear`` (papers.md §3): h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t with Δ, B, x
+    functions of the last ``conv_width`` inputs only (the conv buffer, a window of inputs).
+    """
 
     name = "mamba"
+    recurrence = "linear"
     default_feedforward = None
 
     def __init__(

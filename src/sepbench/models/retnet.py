@@ -57,10 +57,12 @@ def decay_powers(log_gamma: Tensor, exponents: Tensor) -> Tensor:
 class RetNet(Mixer):
     """Multi-scale retention with ``heads`` heads, trained in blocks of ``chunk`` tokens.
 
-    The state has shape (batch, heads, d_k, 2·d_k).
+    The state has shape (batch, heads, d_k, 2·d_k). Recurrence ``linear`` (papers.md §3): the
+    state is rotated, decayed and added to, S_n = γ R(-θ) S_{n-1} + k_nᵀ v_n.
     """
 
     name = "retnet"
+    recurrence = "linear"
     default_feedforward = "mlp"
     needs_positions = True
 

@@ -26,8 +26,13 @@ LSTMState = tuple[Tensor, Tensor]
 
 
 class _Recurrent(Mixer):
-    """One fused recurrent layer of ``width`` units over chunks, carrying its last state."""
+    """One fused recurrent layer of ``width`` units over chunks, carrying its last state.
 
+    Recurrence ``complete`` (papers.md §3): the new state passes the old one through a
+    tanh/sigmoid (gated) map, a nonlinear function of it.
+    """
+
+    recurrence = "complete"
     default_feedforward = None
     layer: ClassVar[type[nn.RNNBase]]
 

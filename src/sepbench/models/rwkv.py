@@ -138,9 +138,14 @@ class ChannelMix(nn.Module):
 
 @register_mixer
 class TimeMix(Mixer):
-    """RWKV-4 time mixing with the stable WKV, trained in blocks of ``chunk`` tokens."""
+    """RWKV-4 time mixing with the stable WKV, trained in blocks of ``chunk`` tokens.
+
+    Recurrence ``linear`` (papers.md §3 names RWKV): the true sums (num, den) · e^m decay and
+    add input terms; x_{t-1} is a window of the input, not a recurrence.
+    """
 
     name = "rwkv"
+    recurrence = "linear"
     default_feedforward = "rwkv_channel_mix"
 
     def __init__(self, width: int, *, chunk: int = 8) -> None:

@@ -72,9 +72,13 @@ def vandermonde(dt_a: Tensor, count: int) -> Tensor:
 
 @register_mixer
 class S4D(Mixer):
-    """Diagonal LTI state-space layer (DSS / S4D), ``d_state`` real scalars per channel."""
+    """Diagonal LTI state-space layer (DSS / S4D), ``d_state`` real scalars per channel.
+
+    Recurrence ``linear`` (papers.md §3): s_t = dA s_{t-1} + dB u_t, the same dA at every step.
+    """
 
     name = "s4d"
+    recurrence = "linear"
     default_feedforward = "mlp"
 
     def __init__(

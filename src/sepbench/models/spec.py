@@ -99,7 +99,7 @@ def resolve(
     options = _model_options(owner, kinds, options)
     if options.pop("rope"):
         for entry in entries:
-            if entry["mixer"]["name"] == "attention":
+            if "rope" in _mixer_keywords(entry["mixer"]["name"]):
                 entry["mixer"].setdefault("rope", True)
     return {
         "name": name or _family(kinds),
@@ -134,7 +134,10 @@ def _layer_entries(
     if name is None or not (name in names() or is_import_path(name)):
         raise unknown_name("model", str(name), names())
     check_int(name, "layers", layers, 1, 256)
-    return [_entry(owner, MODEL_TO_MIXER.get(name, name)) for _ in range(layers)]
+    mixer = MODEL_TO_MIXER.get(name, name)
+    if getattr(mixer_class(mixer), "stack", False):  # one block holding a depth-L stack
+        return [{"mixer": {"name": mixer, "depth": layers}}]
+    return [_entry(owner, mixer) for _ in range(layers)]
 
 
 def _entry(owner: str, layer: Any) -> dict[str, Any]:
@@ -170,6 +173,8 @@ def _route_shared(
 ) -> None:
     """Give each shared mixer keyword to the layers whose mixer takes it (unambiguous only)."""
     for key, value in params.items():
+        if key == "depth" and any(entry["mixer"].get("depth") for entry in entries):
+            raise SepbenchError(f"{owner}: set its depth with layers, not depth")
         takers = sorted({kind for kind in kinds if key in _mixer_keywords(kind)})
         if not takers:
             allowed = set().union(*(_mixer_keywords(k) for k in kinds))
@@ -196,7 +201,7 @@ def _model_options(owner: str, kinds: list[str], given: dict[str, Any]) -> dict[
     unordered = any(getattr(mixer_class(kind), "needs_positions", False) for kind in kinds)
     positional = options["positional"] or ("learned" if unordered else "none")
     check_choice(owner, "positional", positional, POSITIONAL)
-    if positional == "rope" and "attention" not in kinds:
+    if positional == "rope" and not any("rope" in _mixer_keywords(kind) for kind in kinds):
         raise SepbenchError(f"{owner}: positional=rope needs an attention mixer")
     options["positional"] = "none" if positional == "rope" else positional
     options["rope"] = positional == "rope"
@@ -245,7 +250,12 @@ def _resolve_feedforward(
 
 
 def _mixer_keywords(kind: str) -> set[str]:
-    return set(keyword_defaults(mixer_class(kind)))
+    """Every keyword a mixer takes (with a default or without), ``width`` aside."""
+    parameters = inspect.signature(mixer_class(kind)).parameters.values()
+    return {
+        p.name for p in parameters
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "width"
+    }
 
 
 def _family(kinds: list[str]) -> str:
