@@ -181,17 +181,24 @@ def evaluate_metrics(
     check_int("evaluate", "batch_size", batch_size, 1)
     if not lengths:
         raise SepbenchError("evaluate: lengths must list at least 1 length")
-    result: dict[str, dict[int, float]] = {}
+    totals: dict[str, dict[int, float]] = {}
+    for length, batch in sample_test_set(task, lengths, examples, rng, batch_size):
+        for metric, value in scores(model, task, batch, mode, length=length).items():
+            per_length = totals.setdefault(metric, {})
+            per_length[length] = per_length.get(length, 0.0) + len(batch) * value
+    return {
+        metric: {length: total / examples for length, total in per_length.items()}
+        for metric, per_length in totals.items()
+    }
+
+
+def sample_test_set(
+    task: Task, lengths: Sequence[int], examples: int, rng: np.random.Generator, batch_size: int
+) -> Iterator[tuple[int, Batch]]:
+    """The test set: ``examples`` at each length in turn, ``batch_size`` at a time."""
     for length in lengths:
-        totals: dict[str, float] = {}
         for start in range(0, examples, batch_size):
-            n = min(batch_size, examples - start)
-            batch = task.sample(rng, n, length)
-            for metric, value in scores(model, task, batch, mode, length=length).items():
-                totals[metric] = totals.get(metric, 0.0) + n * value
-        for metric, total in totals.items():
-            result.setdefault(metric, {})[int(length)] = total / examples
-    return result
+            yield int(length), task.sample(rng, min(batch_size, examples - start), length)
 
 
 def length_scores(

@@ -28,12 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from sepbench import evaluate
+from sepbench import evaluate, training_sets
 from sepbench.config import Experiment
 from sepbench.constructions.bounds import DTYPE_BITS, state_bound_metrics
 from sepbench.constructions.run import evaluate_construction
 from sepbench.cpu import keep_freed_memory
 from sepbench.errors import SepbenchError
+from sepbench.overlap import measured_overlap
 from sepbench.store import Claim, RunRecord, Store, StoreError
 from sepbench.tasks.base import Task
 from sepbench.train import (
@@ -230,6 +231,9 @@ def _execute(
                 if metric in tested:
                     scores = evaluate.length_scores(tested[metric], experiment.task.length, name)
                     metrics.update(scores)
+        metrics["test_overlap"] = measured_overlap(
+            experiment, task, trained.steps_run, training_sets.cache_dir(run_dir)
+        )
     metrics.update(
         state_bound_metrics(model, task, experiment.task.length, DTYPE_BITS[experiment.dtype])
     )
@@ -256,7 +260,7 @@ def prompt_tokens(task: Task, length: int) -> int:
 def result_from_record(record: RunRecord, run_dir: Path) -> RunResult:
     """A stored run as a :class:`RunResult` (``cached``)."""
     metrics = dict(record.metrics)
-    for key in ("test_accuracy", "test_answer_accuracy"):
+    for key in ("test_accuracy", "test_answer_accuracy", "test_overlap"):
         if key in metrics:
             metrics[key] = {int(k): v for k, v in metrics[key].items()}
     return RunResult(record.id, record.config_hash, record.status, metrics, True, run_dir)
