@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sepbench.errors import SepbenchError, check_int
-from sepbench.models.attention import rotate
+from sepbench.models.attention import rope
 from sepbench.models.base import MLP, Mixer, register_mixer
 from sepbench.models.stepwise import KV, merge_heads, projection, split_heads
 
@@ -96,7 +96,7 @@ class WindowLayer(nn.Module):
             k, v = torch.cat((cache[0], k), 2), torch.cat((cache[1], v), 2)
         first = start + normed.shape[1] - k.shape[2]
         if self.rope:
-            q_rot, k_rot = rotate(q, start), rotate(k, first)
+            q_rot, k_rot = rope(q, start), rope(k, first)
         else:
             q_rot, k_rot = q, k
         return window_attention(q_rot, k_rot, v, first, start, self.block), (k, v)

@@ -220,7 +220,11 @@ def _resolve_layer(
             f"{owner}: mixer {kind} has no parameter {sorted(unknown)[0]!r}; allowed: "
             f"{', '.join(sorted(_mixer_keywords(kind))) or 'none'}"
         )
-    mixer = {"name": kind, **keyword_defaults(mixer_class(kind)), **given}
+    defaults = keyword_defaults(mixer_class(kind))
+    missing = sorted(_mixer_keywords(kind) - set(defaults) - set(given))
+    if missing:
+        raise SepbenchError(f"{owner}: the {kind} mixer needs {missing[0]}=<value>")
+    mixer = {"name": kind, **defaults, **given}
     choice = entry["feedforward"] if "feedforward" in entry else shared.get("mlp")
     ratio = shared.get("mlp_ratio", 4)
     return {"mixer": mixer, "feedforward": _resolve_feedforward(owner, kind, choice, ratio)}

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from sepbench.models.attention import Attention, rotate
+from sepbench.models.attention import Attention, rope
 from sepbench.models.base import MLP, Block
 
 KV = tuple[Tensor, Tensor]
@@ -55,14 +55,14 @@ class Rotation:
     """attention.py's RoPE for models that step one token at a time: the cos and sin of every
     position of a chunk, computed once, then applied to one position's queries or keys.
 
-    The tables come from attention.py's own ``rotate`` applied to the unit vector of each pair's
+    The tables come from attention.py's own ``rope`` applied to the unit vector of each pair's
     first coordinate, so the two can never disagree.
     """
 
     def __init__(self, start: int, count: int, head_dim: int, device: torch.device) -> None:
         half = head_dim // 2
         unit = torch.cat((torch.ones(half, device=device), torch.zeros(half, device=device)))
-        table = rotate(unit.expand(1, 1, count, head_dim), start)[0, 0]
+        table = rope(unit.expand(1, 1, count, head_dim), start)[0, 0]
         self.cos, self.sin = table[:, :half], table[:, half:]
 
     def __call__(self, x: Tensor, index: int) -> Tensor:
