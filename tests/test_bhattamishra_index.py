@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sepbench.config import experiment_from_dict, set_dotted
+from sepbench.config import Experiment, experiment_from_dict, set_dotted
 from sepbench.runner import run
 from sepbench.store import Store
 from sepbench.sweep_spec import expand, load
@@ -26,8 +26,16 @@ def test_the_cpu_preset_runs_the_whole_family_with_one_budget_and_an_lr_grid() -
         assert grid == {(n, lr) for n in (20, 50, 100) for lr in (0.001, 0.003)}
 
 
-def test_the_paper_preset_has_the_papers_lengths_sampling_and_grid() -> None:
-    experiments = expand(load("bhattamishra-index-paper"))
+@pytest.fixture(scope="module")
+def paper() -> list[Experiment]:
+    """The paper-scale sweep, expanded once (280 runs take seconds to resolve)."""
+    return expand(load("bhattamishra-index-paper"))
+
+
+def test_the_paper_preset_has_the_papers_lengths_sampling_and_grid(
+    paper: list[Experiment],
+) -> None:
+    experiments = paper
     assert {e.model.name for e in experiments} == FAMILY
     assert {e.task.length for e in experiments} == {20, 50, 100, 200, 400}
     assert {e.train.lr for e in experiments} == {1e-2, 5e-3, 1e-3, 5e-4, 1e-4, 5e-5, 1e-6}
@@ -38,11 +46,11 @@ def test_the_paper_preset_has_the_papers_lengths_sampling_and_grid() -> None:
 
 @pytest.mark.parametrize("name", sorted(FAMILY))
 def test_one_step_of_each_paper_scale_model_runs_at_the_longest_length(
-    name: str, tmp_path: Path
+    name: str, paper: list[Experiment], tmp_path: Path
 ) -> None:
     """The paper's shapes (width 256, N = 400) build and train; a tiny batch keeps it short."""
     experiment = max(
-        (e for e in expand(load("bhattamishra-index-paper")) if e.model.name == name),
+        (e for e in paper if e.model.name == name),
         key=lambda e: e.task.length,
     )
     config = experiment.model_dump(mode="json")
