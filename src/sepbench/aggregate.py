@@ -113,7 +113,13 @@ def seedless(config: dict[str, Any]) -> dict[str, Any]:
     config = copy.deepcopy(config)
     config.pop("name", None)
     config.get("train", {}).pop("seed", None)
+    config.get("construction", {}).pop("seed", None)
     return config
+
+
+def run_seed(config: dict[str, Any]) -> int:
+    """The seed of a run: ``train.seed``, or a construction's ``construction.seed``."""
+    return int((config.get("train") or config.get("construction") or {}).get("seed", 0))
 
 
 def canonical(value: Any) -> str:
@@ -150,7 +156,7 @@ class Group:
 
     @property
     def seeds(self) -> list[int]:
-        return [int(r.config["train"]["seed"]) for r in self.records]
+        return [run_seed(r.config) for r in self.records]
 
     def values(self, metric: str) -> dict[int, list[float]]:
         """Per length, the metric of each seed that has it (see the module docstring)."""
@@ -175,7 +181,7 @@ def group_runs(records: Sequence[RunRecord]) -> list[Group]:
         config = seedless(record.config)
         groups.setdefault(canonical(config), Group(config)).records.append(record)
     for group in groups.values():
-        group.records.sort(key=lambda r: r.config["train"]["seed"])
+        group.records.sort(key=lambda r: run_seed(r.config))
     return list(groups.values())
 
 

@@ -317,7 +317,8 @@ class Experiment(_Section):
         """
         config = self.resolved()
         config.pop("name")
-        config["train"].pop("log")
+        if "train" in config:  # a construction has none
+            config["train"].pop("log")
         canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -59,6 +59,18 @@ def model_summary(model: dict[str, Any], *, width: bool = True) -> str:
     return f"{_runs(mixers)}{size}"
 
 
+def config_summary(config: dict[str, Any]) -> str:
+    """The model summary of a trained run, or a construction's name and the knobs it sets
+    away from their defaults (``index_lookup_attention k=32``)."""
+    if config.get("model"):
+        return model_summary(config["model"])
+    from sepbench.constructions import defaults
+
+    name, given = config["construction"]["name"], config["construction"].get("params", {})
+    knobs = [f"{k}={v}" for k, v in given.items() if v != defaults(name).get(k)]
+    return " ".join([name, *knobs])
+
+
 def _runs(names: Sequence[str]) -> str:
     """``[mamba, mamba, attention]`` -> ``mamba×2+attention``."""
     parts: list[list[Any]] = []
@@ -159,7 +171,7 @@ def label(config: dict[str, Any], fields: Sequence[str]) -> str:
     """The model summary, then ``field=value`` for each of ``fields`` (the varying ones) that
     ``config`` has."""
     texts = field_texts(config, [key for key in fields if key != "model"])
-    parts = [model_summary(config["model"])]
+    parts = [config_summary(config)]
     parts += [f"{key}={text}" for key, text in texts.items() if text]
     return SEPARATOR.join(parts)
 

@@ -19,9 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sepbench.aggregate import Estimate, Group, estimate, group_runs
+from sepbench.aggregate import Estimate, Group, estimate, group_runs, run_seed
 from sepbench.claims import Claim, evaluate_claims
-from sepbench.labels import field_texts, format_value, label, model_summary, varying_fields
+from sepbench.labels import (
+    config_summary,
+    field_texts,
+    format_value,
+    label,
+    varying_fields,
+)
 from sepbench.store import RunRecord
 
 if TYPE_CHECKING:
@@ -74,7 +80,7 @@ def summary_cells(records: Sequence[RunRecord], *, one_run: bool = False) -> dic
     return {
         "task": first.task,
         "length": str(first.config["task"]["length"]),
-        "model": model_summary(first.config["model"]),
+        "model": config_summary(first.config),
         "status": ", ".join(
             status if len(statuses) == 1 else f"{count} {status}"
             for status, count in statuses.items()
@@ -108,7 +114,7 @@ def run_rows(records: Sequence[RunRecord]) -> list[dict[str, str]]:
             **summary_cells([r], one_run=True),
             "id": str(r.id),
             "status": r.status,
-            "seed": str(r.config["train"]["seed"]),
+            "seed": str(run_seed(r.config)),
             "config_hash": r.config_hash,
         }
         for r in records

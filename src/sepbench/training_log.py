@@ -64,7 +64,7 @@ def training_log(
     """Yield the progress callback to train with (``on_progress`` followed by the log's
     writer, if ``experiment.train.log`` asks for one) and what the run's record keeps about
     the log (``{"log_dir": folder}``, or nothing). The log is closed on leaving."""
-    if experiment.train.log == "none":
+    if experiment.train is None or experiment.train.log == "none":  # a construction trains not
         yield on_progress, {}
         return
     log = TensorBoardLog(folder, experiment)

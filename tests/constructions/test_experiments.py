@@ -124,6 +124,8 @@ def test_the_preset_smoke_runs_every_construction_and_the_report_has_the_section
         "index_lookup_attention", "equality_attention", "nearest_neighbor_attention",
         "dfa_elman", "dfa_lstm",
     }
+    listed = cli("runs", "--store", store).stdout
+    assert "index_lookup_attention k=8" in listed and "dfa_lstm" in listed
     reported = cli("report", "--store", store, "--out", str(tmp_path / "report"))
     assert reported.returncode == 0, reported.stderr
     page = (tmp_path / "report" / "report.html").read_text()

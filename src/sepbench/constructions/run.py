@@ -25,7 +25,7 @@ def evaluate_construction(
     task = experiment.build_task()
     model = experiment.build_construction(task).to(device)
     started = time.perf_counter()
-    accuracy = evaluate.evaluate(
+    tested = evaluate.evaluate_metrics(
         model,
         task,
         lengths=experiment.eval_lengths,
@@ -36,7 +36,8 @@ def evaluate_construction(
     )
     bits = model.precision.bits or DTYPE_BITS["float32"]
     metrics = {
-        "test_accuracy": accuracy,
+        "test_accuracy": tested["exact"],
+        **({"test_answer_accuracy": tested["answer"]} if "answer" in tested else {}),
         "construction": model.size(),
         "certificate": model.certificate(),
         **state_bound_metrics(model, task, experiment.task.length, bits),
