@@ -145,3 +145,18 @@ def test_device_resolution() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(SepbenchError, match="device: cuda"):
             resolve_device("cuda")
+
+
+def test_a_run_served_from_another_commit_says_so_in_one_line(store: Store) -> None:
+    import sqlite3
+
+    from sepbench.summary import result_line
+
+    first = sepbench.run(tiny(steps=10), store=store)
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE runs SET git_sha = 'feedc0ffee00aa' WHERE id = ?", (first.run_id,))
+    served = sepbench.run(tiny(steps=10), store=store)
+    assert served.cached and served.produced_by == "feedc0ffee00aa"
+    line = result_line(served)
+    assert "produced by commit feedc0ffee00, not this one" in line and "\n" not in line
+    assert sepbench.run(tiny(steps=10), store=store).metrics == served.metrics

@@ -35,7 +35,7 @@ from sepbench.constructions.run import evaluate_construction
 from sepbench.cpu import keep_freed_memory
 from sepbench.errors import SepbenchError
 from sepbench.overlap import measured_overlap
-from sepbench.store import Claim, RunRecord, Store, StoreError
+from sepbench.store import Claim, RunRecord, Store, StoreError, git_sha
 from sepbench.tasks.base import Task
 from sepbench.train import (
     EventCallback,
@@ -82,6 +82,8 @@ class RunResult:
     cached: bool
     run_dir: Path
     resumed_from_step: int | None = None
+    produced_by: str | None = None
+    """For a served run: the commit that produced it, when it is not this code's commit."""
 
 
 def run(
@@ -263,4 +265,8 @@ def result_from_record(record: RunRecord, run_dir: Path) -> RunResult:
     for key in ("test_accuracy", "test_answer_accuracy", "test_overlap"):
         if key in metrics:
             metrics[key] = {int(k): v for k, v in metrics[key].items()}
-    return RunResult(record.id, record.config_hash, record.status, metrics, True, run_dir)
+    current = git_sha()
+    other = record.git_sha if record.git_sha and current and record.git_sha != current else None
+    return RunResult(
+        record.id, record.config_hash, record.status, metrics, True, run_dir, produced_by=other
+    )

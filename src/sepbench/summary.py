@@ -197,6 +197,8 @@ def result_line(result: RunResult) -> str:
     source = "served from the store" if result.cached else "trained"
     if result.resumed_from_step:
         source += f", resumed from step {result.resumed_from_step}"
+    if result.produced_by:
+        source += f", produced by commit {result.produced_by[:12]}, not this one"
     by_length = {int(k): v for k, v in result.metrics.get("test_accuracy", {}).items()}
     by_length = {n: estimate([v]) for n, v in sorted(by_length.items())}
     accuracy = accuracy_text(by_length, 1, one_run=True)
