@@ -3,8 +3,8 @@
 Training on the CPU allocates and frees the same large activation buffers every step. glibc's
 default returns each freed block above 128 KiB to the operating system, so the next step pays
 page faults to get it back: on the scan of a two-layer Mamba this tripled the step time
-(measured: 2.25 s -> 0.77 s per step at width 64, length 100, batch 64). Raising the mmap and
-trim thresholds keeps freed memory in the process for reuse.
+(benchmarks/results/models_speed_cpu.txt). Raising the mmap and trim thresholds keeps freed
+memory in the process for reuse.
 """
 
 from __future__ import annotations

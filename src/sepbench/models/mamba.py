@@ -23,8 +23,8 @@ conv_width - 1), and h, (batch, inner, d_state). A single token uses the recurre
   zero history runs there too); measured in ``benchmarks/mamba_scan_speed.py``;
 - otherwise on a CPU, from :data:`STEPWISE_MIN_BLOCK` state elements per step,
   :class:`StepwiseScan`, the recurrence step by step in torch with a hand-written backward (one
-  batch × inner × d_state state stays in cache; at length 100, batch 64, width 64 it trains 3×
-  faster than :func:`chunked_scan` through autograd);
+  batch × inner × d_state state stays in cache, so it trains faster than :func:`chunked_scan`
+  through autograd at the demo's sizes: benchmarks/results/mamba_scan_speed_cpu.txt);
 - otherwise (GPUs, small CPU batches) :func:`chunked_scan`, a two-level scan with few kernel
   launches.
 
@@ -58,8 +58,8 @@ from sepbench.models.base import Mixer, register_mixer
 MambaState = tuple[Tensor, Tensor]
 STEPWISE_MIN_BLOCK = 2**15
 """On a CPU, :class:`StepwiseScan` wins once one step's state (batch × inner × d_state) has
-this many elements (measured, 2 threads: 0.83× the chunked scan's speed at 16,384, 1.8× at
-32,768, 3.2× at 65,536); below it the per-step overhead dominates."""
+this many elements (the crossover measured by benchmarks/models_speed.py); below it the
+per-step overhead dominates."""
 
 
 def selective_step(

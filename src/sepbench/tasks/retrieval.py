@@ -92,13 +92,11 @@ class IndexLookup(Task):
     N < 10, a choice the paper leaves open) with p ~ U{1..k}, the paper's sampling. Under it
     position j is queried with probability ∝ Σ_{k ≥ j} 1/k: at N = 100 the last position is
     trained about 240 times less often than the first, and a learned position table leaves the tail
-    untrained (measured, 1-layer Transformer after 4,000 steps: 1.00 on p ≤ 80, 0.58 on
-    81..90, 0.00 on 91..100). ``last_queries`` is the fraction of training examples that
-    query their last symbol instead (p = k), which gives every position j ≥ 10 at least that
-    fraction of the k = j examples and leaves the length distribution as it is (the demo's
-    0.25 took that Transformer to 0.989 at N = 100 in 2,750 steps). Drawing p
-    uniformly over 1..N and k ≥ p instead removes the short examples that let attention find
-    the positions at all (measured: still at chance after 3,500 steps).
+    untrained (the demo preset's header gives the measurement). ``last_queries`` is the
+    fraction of training examples that query their last symbol instead (p = k), which gives
+    every position j ≥ 10 at least that fraction of the k = j examples and leaves the length
+    distribution as it is. Drawing p uniformly over 1..N and k ≥ p instead removes the short
+    examples that let attention find the positions at all.
 
     ``max_length`` sizes the position vocabulary and bounds N.
 
