@@ -390,3 +390,11 @@ def test_mixer_with_the_kernels_equals_the_mixer_without(
     assert results[0][1].shape == (3, 16, conv_width - 1)
     for mine, reference in zip(*results):
         torch.testing.assert_close(mine, reference, atol=1e-5, rtol=1e-4)
+
+
+def test_compiled_scan_refuses_a_second_derivative_instead_of_a_wrong_one() -> None:
+    inputs = [t.requires_grad_() for t in scan_inputs(2, 5, 3, 2)]
+    y, _ = compiled_scan(*inputs)
+    (gradient,) = torch.autograd.grad(y.square().sum(), inputs[0], create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        gradient.sum().backward()

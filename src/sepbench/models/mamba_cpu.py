@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 SOURCE = Path(__file__).with_name("mamba_cpu.c")
 FLAG_SETS = (["-O3", "-ffast-math", "-march=native"], ["-O3", "-ffast-math"])
@@ -133,7 +134,8 @@ class CompiledScan(torch.autograd.Function):
     """:func:`sepbench.models.mamba.selective_scan`'s recurrence in C (float32, CPU).
 
     Same arguments and results as :class:`sepbench.models.mamba.StepwiseScan`. Forward keeps
-    no state history; backward replays each (row, channel)'s forward into a small buffer.
+    no state history; backward replays each (row, channel)'s forward into a small buffer. It
+    differentiates once: a second derivative through it is refused by autograd.
     """
 
     @staticmethod
@@ -150,6 +152,7 @@ class CompiledScan(torch.autograd.Function):
         return y, last
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gy, glast):
         lib = library()
         x, dt, a, b, c, h0 = ctx.saved_tensors
@@ -191,6 +194,7 @@ class CausalConv(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gy):
         x, taps, bias = ctx.saved_tensors
         batch, time, inner = x.shape
