@@ -59,8 +59,8 @@ def test_the_demo_claims_name_fields_and_models_the_sweep_has() -> None:
         assert claim["paper"] == "§2" and claim["metric"] == "test_accuracy"
         assert claim["text"] and claim["op"] in (">=", "<=") and 0 < claim["value"] < 1
         assert claim["at"] in ("all", "min", "max") or isinstance(claim["at"], int)
-        assert set(claim["where"]) == {"model.name"} and claim["where"]["model.name"] in names
-    held_low = {c["where"]["model.name"] for c in spec.claims if c["op"] == "<="}
+        assert set(claim["where"]) == {"model"} and claim["where"]["model"] in names
+    held_low = {c["where"]["model"] for c in spec.claims if c["op"] == "<="}
     assert held_low == {"lstm", "mamba"}  # both recurrent models fail at the longest length
 
 
