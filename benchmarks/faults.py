@@ -69,7 +69,10 @@ class Tally:
     running_rows: int = 0
     orphans: int = 0
     resumed_runs: int = 0
-    seen: set[int] = field(default_factory=set)
+    seen: set[tuple[int, int]] = field(default_factory=set)
+
+    def remember(self, pids: set[int]) -> None:
+        self.seen |= {(pid, start) for pid in pids if (start := started_at(pid)) is not None}
 
 
 STARTED: list[subprocess.Popen] = []
@@ -108,20 +111,28 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def started_at(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot): with the pid, who it is (pids are
+    reused on a busy machine), or None when it is gone (or a zombie)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
 def alive(pids: set[int]) -> set[int]:
-    living = set()
-    for pid in pids:
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                living.add(pid)
-        except OSError:
-            continue
-    return living
+    return {pid for pid in pids if started_at(pid) is not None}
+
+
+def still_there(seen: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    """The processes of ``seen`` (pid, start time) that still exist."""
+    return {(pid, start) for pid, start in seen if started_at(pid) == start}
 
 
 def is_worker(pid: int) -> bool:
     try:
-        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"backends/worker.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 
@@ -130,25 +141,26 @@ def cycle(process: subprocess.Popen, delay_s: float, rng: random.Random, tally: 
     """Kill the sweep (or a worker) after ``delay_s`` unless it ends first; True if killed."""
     deadline = time.monotonic() + delay_s
     while time.monotonic() < deadline and process.poll() is None:
-        tally.seen |= descendants(process.pid)
+        tally.remember(descendants(process.pid))
         time.sleep(0.05)
     if process.poll() is not None:
         return False
     family = descendants(process.pid)
-    tally.seen |= family
+    tally.remember(family)
     workers = [pid for pid in alive(family) if is_worker(pid)]
     if workers and rng.random() < 0.5:
         os.kill(rng.choice(workers), signal.SIGKILL)
         tally.kills["worker"] += 1
         process.wait(timeout=600)  # the sweep goes on without that worker's run
         return True
+    members = {(pid, start) for pid in family if (start := started_at(pid)) is not None}
     os.kill(process.pid, signal.SIGKILL)
     tally.kills["parent"] += 1
     process.wait()
     end = time.monotonic() + ORPHAN_WAIT_S
-    while alive(family) and time.monotonic() < end:
+    while still_there(members) and time.monotonic() < end:
         time.sleep(0.1)
-    for pid in alive(family):
+    for pid, _ in still_there(members):
         tally.orphans += 1
         os.kill(pid, signal.SIGKILL)
     return True
@@ -205,12 +217,12 @@ def main() -> None:
                 store = root / f"round-{tally.rounds}" / "s.sqlite"
             total = sum(tally.kills.values())
         final = sweep(spec_path, store, args.workers, log)
-        tally.seen |= descendants(final.pid)
+        tally.remember(descendants(final.pid))
         final.wait()
         check(store, reference, tally)
         tally.rounds += 1
         time.sleep(1.0)
-        tally.orphans += len(alive(tally.seen))
+        tally.orphans += len(still_there(tally.seen))
         tally.resumed_runs = log.read_text().count("resumed from step")
     grid = spec(args.quick)["grid"]
     print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ import sepbench
 from sepbench import train as train_module
 from sepbench.config import Experiment, experiment_from_dict, load_experiment
 from sepbench.errors import SepbenchError
-from sepbench.runner import resolve_device
+from sepbench.runner import Busy, resolve_device
 from sepbench.store import Store
+from sepbench.train import Notice
 from tests.test_config import EXAMPLE
 
 TINY = {
@@ -160,3 +162,22 @@ def test_a_run_served_from_another_commit_says_so_in_one_line(store: Store) -> N
     line = result_line(served)
     assert "produced by commit feedc0ffee00, not this one" in line and "\n" not in line
     assert sepbench.run(tiny(steps=10), store=store).metrics == served.metrics
+
+
+def test_a_config_another_process_is_training_is_waited_for_then_served(store: Store) -> None:
+    experiment = tiny()
+    held = store.claim(experiment.config_hash(), experiment.resolved(), {}).run_id
+    events: list[Any] = []
+    finisher = threading.Timer(
+        1.5, store.finish, (held, "done", {"steps_run": 20}, {}, [])
+    )
+    finisher.start()
+    result = sepbench.run(experiment, store=store, on_event=events.append)
+    finisher.join()
+    assert (result.run_id, result.cached, result.metrics) == (held, True, {"steps_run": 20})
+    assert events == [Notice(f"another process is training this config (run {held}); "
+                             "waiting for its result")]
+    other = tiny(seed=1)
+    store.claim(other.config_hash(), other.resolved(), {})
+    with pytest.raises(Busy, match="being trained by another process"):
+        sepbench.run(other, store=store, wait=False)

@@ -77,7 +77,7 @@ def test_a_stop_signal_interrupts_every_run_leaves_no_process_and_the_next_sweep
 
 def test_a_worker_killed_by_the_kernel_fails_only_its_run_and_is_resumed(tmp_path: Path) -> None:
     process, spec, store = start_sweep(tmp_path, workers=2)
-    workers = [pid for pid in descendants(process.pid) if b"spawn_main" in _cmdline(pid)]
+    workers = [pid for pid in descendants(process.pid) if b"backends/worker.py" in _cmdline(pid)]
     assert len(workers) == 2
     os.kill(workers[0], signal.SIGKILL)  # what the OOM killer does
     out, err = process.communicate(timeout=300)

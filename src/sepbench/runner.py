@@ -39,6 +39,7 @@ from sepbench.store import Claim, RunRecord, Store, StoreError, git_sha
 from sepbench.tasks.base import Task
 from sepbench.train import (
     EventCallback,
+    Notice,
     ProgressCallback,
     ProgressEvent,
     TrainEvent,
@@ -106,7 +107,7 @@ def run(
     config_hash = experiment.config_hash()
     run_dir = store.run_dir(config_hash)
     device = resolve_device(experiment.device)
-    claim = _claim(store, experiment, config_hash, device, force=force, wait=wait)
+    claim = _claim(store, experiment, config_hash, device, force=force, wait=wait, say=on_event)
     if claim.record is not None:
         return result_from_record(claim.record, run_dir)
     run_id = claim.run_id
@@ -163,16 +164,22 @@ def _claim(
     *,
     force: bool,
     wait: bool,
+    say: EventCallback | None,
 ) -> Claim:
-    """A ``running`` row for this process, or the finished run to serve; waits (or raises
-    :class:`Busy`) while another live process trains the config."""
+    """A ``running`` row for this process, or the finished run to serve; waits (saying so
+    once) or raises :class:`Busy` while another live process trains the config."""
     config, info = experiment.resolved(), {"device": str(device)}
+    said = False
     while True:
         claim = store.claim(config_hash, config, info, reuse=not force)
         if claim.state != "busy":
             return claim
         if not wait:
             raise Busy(config_hash, claim.run_id)
+        if say is not None and not said:
+            say(Notice(f"another process is training this config (run {claim.run_id}); "
+                       "waiting for its result"))
+            said = True
         time.sleep(BUSY_POLL_S)
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
-
 from sepbench.backends.base import (
     Emit,
     Ended,
@@ -29,22 +27,13 @@ from sepbench.store import Store, StoreError
 
 
 class InProcess:
-    """Run jobs in this process with ``threads`` torch threads (default: torch's own; the
-    process's setting is restored afterwards)."""
+    """Run jobs in this process, with its torch threads as they are set."""
 
-    def __init__(self, runner: Runner = run, threads: int | None = None) -> None:
-        self.runner, self.threads = runner, threads
+    def __init__(self, runner: Runner = run) -> None:
+        self.runner = runner
 
     def execute(self, jobs: list[Job], store_path: Path, emit: Emit) -> None:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads or threads)
-        try:
-            self._execute(jobs, Store(store_path), emit)
-        finally:
-            torch.set_num_threads(threads)
-
-    def _execute(self, jobs: list[Job], store: Store, emit: Emit) -> None:
-        queue = JobQueue(jobs)
+        store, queue = Store(store_path), JobQueue(jobs)
         while queue:
             job = queue.take()
             if job is None:

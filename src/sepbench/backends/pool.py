@@ -1,10 +1,11 @@
 """The local pool: worker processes on this machine, one run at a time each.
 
 A small pool of our own rather than ``concurrent.futures.ProcessPoolExecutor``, which breaks
-as a whole when one worker dies. Each worker is a spawned process with its own pipe to the
-parent: jobs go down it, and events come back (progress, notices, the run's end). There is no
-queue shared between workers, so a worker killed in the middle of a message corrupts nothing
-but its own pipe.
+as a whole when one worker dies. Each worker is a fresh Python process
+(:mod:`sepbench.backends.worker`) with its own pipe to the parent: jobs go down it, and events
+come back (progress, notices, the run's end). There is no queue shared between workers, so a
+worker killed in the middle of a message corrupts nothing but its own pipe, and a closed pipe
+is how the parent learns that a worker is gone.
 
 - A worker that dies (SIGKILL, the kernel's OOM killer) ends its run as ``failed``, "worker
   killed by signal 9"; a new worker takes its place and the sweep goes on.
@@ -12,8 +13,9 @@ but its own pipe.
   :mod:`sepbench.backends.signals`): every worker gets SIGTERM, marks its run ``interrupted``
   and exits; one still alive after :data:`STOP_GRACE_S` is killed, and its run marked
   ``interrupted`` by the parent.
-- The parent dies (even by SIGKILL): on Linux the kernel sends each worker SIGTERM, and it stops
-  as above; elsewhere a worker notices at its next log point that its parent changed.
+- The parent dies (even by SIGKILL): on Linux the kernel sends each worker SIGTERM, from the
+  worker's first instant on, and it stops as above; elsewhere a worker notices at its next log
+  point that its parent changed.
 
 Each worker computes with the same number of torch threads (the sweep divides torch's threads
 equally among the workers asked for), so a run resumed by a sweep with as many workers computes
@@ -23,16 +25,18 @@ with the thread count it started with.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
+import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from multiprocessing import connection, get_context
-from multiprocessing.process import BaseProcess
+from dataclasses import dataclass
+from multiprocessing import connection
 from pathlib import Path
 from typing import Any
 
+from sepbench.backends import worker as worker_script
 from sepbench.backends.base import (
     Emit,
     Ended,
@@ -45,7 +49,7 @@ from sepbench.backends.base import (
     run_job,
     wrap,
 )
-from sepbench.backends.signals import ignore_stop_signals, stop_with_parent, worker_signals
+from sepbench.backends.signals import ignore_stop_signals, worker_signals
 from sepbench.runner import Interrupted, run
 from sepbench.store import Store, StoreError
 from sepbench.train import TrainEvent
@@ -56,21 +60,17 @@ STOP_GRACE_S = 5.0
 
 @dataclass
 class _Worker:
-    process: BaseProcess
+    process: subprocess.Popen
     conn: connection.Connection
     job: Job | None = None
-    pid: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.pid = self.process.pid or 0
 
 
 class Pool:
-    """``workers`` processes with ``threads`` torch threads each."""
+    """``workers`` processes with ``threads`` torch threads each, running ``runner`` (a
+    module-level function, imported by name in the workers)."""
 
     def __init__(self, workers: int, threads: int, runner: Runner = run) -> None:
         self.size, self.threads, self.runner = workers, threads, runner
-        self.context = get_context("spawn")
 
     def execute(self, jobs: list[Job], store_path: Path, emit: Emit) -> None:
         queue, workers = JobQueue(jobs), []
@@ -103,29 +103,30 @@ class Pool:
         return len(workers) < self.size or any(w.job is None for w in workers)
 
     def _start(self, store_path: Path) -> _Worker:
-        parent, child = self.context.Pipe()
-        process = self.context.Process(
-            target=_work,
-            args=(child, str(store_path), self.threads, self.runner, os.getpid()),
-            daemon=True,
+        """A worker process, told where the store is, how many threads, which runner."""
+        ours, theirs = connection.Pipe()
+        process = subprocess.Popen(
+            [sys.executable, worker_script.__file__, str(os.getpid()), str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
         )
-        process.start()
-        child.close()
-        return _Worker(process, parent)
+        theirs.close()
+        ours.send(sys.path)  # first, so that the runner's module is found
+        ours.send((str(store_path), self.threads, _name(self.runner)))
+        return _Worker(process, ours)
 
     def _receive(
         self, queue: JobQueue, workers: list[_Worker], store: Store, emit: Emit
     ) -> None:
         """Wait for messages or a worker's exit (at most until a deferred job is due)."""
         timeout = queue.wait_s() if queue.deferred and self._has_room(workers) else None
-        handles: dict[Any, _Worker] = {w.conn: w for w in workers}
-        handles |= {w.process.sentinel: w for w in workers}
-        for ready in connection.wait(list(handles), timeout=timeout):
-            worker = handles[ready]
-            if worker not in workers:
-                continue
-            if not _read(worker, queue, emit) or not worker.process.is_alive():
-                _bury(worker, workers, store, emit)
+        pipes = {w.conn: w for w in workers}
+        for ready in connection.wait(list(pipes), timeout=timeout):
+            if not _read(pipes[ready], queue, emit):
+                _bury(pipes[ready], workers, store, emit)
+
+
+def _name(runner: Runner) -> str:
+    return f"{runner.__module__}:{runner.__qualname__}"
 
 
 def _read(worker: _Worker, queue: JobQueue, emit: Emit) -> bool:
@@ -149,19 +150,24 @@ def _read(worker: _Worker, queue: JobQueue, emit: Emit) -> bool:
 
 
 def _bury(worker: _Worker, workers: list[_Worker], store: Store, emit: Emit) -> None:
-    """A worker exited: its run, if it had one, failed with the cause of death."""
-    worker.process.join(timeout=STOP_GRACE_S)
-    if worker.process.is_alive():
-        worker.process.kill()
-        worker.process.join()
+    """A worker's pipe closed: it exited; its run, if it had one, failed with the cause."""
+    _reap(worker.process)
     workers.remove(worker)
     worker.conn.close()
     if worker.job is None:
         return
-    code = worker.process.exitcode or 0
+    code = worker.process.returncode or 0
     cause = f"worker killed by signal {-code}" if code < 0 else f"worker exited with code {code}"
-    closed = _abandon(store, worker.pid, "failed", cause)
+    closed = _abandon(store, worker.process.pid, "failed", cause)
     emit(Ended(worker.job.index, Outcome("failed", closed[-1] if closed else None, error=cause)))
+
+
+def _reap(process: subprocess.Popen) -> None:
+    try:
+        process.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _abandon(store: Store, pid: int, status: str, cause: str) -> list[int]:
@@ -176,22 +182,20 @@ def _abandon(store: Store, pid: int, status: str, cause: str) -> list[int]:
 def _stop(workers: list[_Worker], store: Store, cause: str, emit: Emit) -> None:
     """SIGTERM every worker; collect how their runs ended; kill the ones that do not exit."""
     for worker in workers:
-        if worker.process.is_alive():
-            os.kill(worker.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            worker.process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
-    while any(w.process.is_alive() for w in workers) and time.monotonic() < deadline:
+    while any(w.process.poll() is None for w in workers) and time.monotonic() < deadline:
         pipes = {w.conn: w for w in workers if not w.conn.closed}
-        exits = [w.process.sentinel for w in workers if w.process.is_alive()]
-        for ready in connection.wait([*pipes, *exits], timeout=deadline - time.monotonic()):
-            if ready in pipes:
-                _drain_ends(pipes[ready], emit)
+        for ready in connection.wait(list(pipes), timeout=0.1):
+            _drain_ends(pipes[ready], emit)
     for worker in workers:
-        if worker.process.is_alive():
-            worker.process.kill()
-        worker.process.join()
         _drain_ends(worker, emit)
+        if worker.process.poll() is None:
+            worker.process.kill()
+        worker.process.wait()
         if worker.job is not None:
-            closed = _abandon(store, worker.pid, "interrupted", cause)
+            closed = _abandon(store, worker.process.pid, "interrupted", cause)
             outcome = Outcome("interrupted", closed[-1] if closed else None, error=cause)
             emit(Ended(worker.job.index, outcome))
         if not worker.conn.closed:
@@ -217,27 +221,25 @@ def _close(workers: list[_Worker]) -> None:
         with contextlib.suppress(OSError):
             worker.conn.send(None)
     for worker in workers:
-        worker.process.join(timeout=STOP_GRACE_S)
-        if worker.process.is_alive():
-            worker.process.kill()
-            worker.process.join()
+        _reap(worker.process)
         worker.conn.close()
 
 
-# -- the worker process ------------------------------------------------------------------
+# -- the worker process --------------------------------------------------------------------
 
 
-def _work(conn: Any, store_path: str, threads: int, runner: Runner, parent: int) -> None:
-    """A worker's life: run the jobs the parent sends until it sends None or stops us.
+def serve(fd: int, parent: int) -> None:
+    """A worker's life after :mod:`sepbench.backends.worker`: run the jobs the parent sends
+    on pipe ``fd`` until it sends None or stops us.
 
     It ends with ``os._exit``: the interpreter's own shutdown (collecting torch's objects)
     takes seconds, and a stopped worker must be gone at once.
     """
-    stop_with_parent()
     worker_signals()
+    conn = connection.Connection(fd)
     code = 1  # the parent reports "worker exited with code 1" for its run
     try:
-        _serve(conn, store_path, threads, runner, parent)
+        _serve(conn, parent)
         code = 0
     finally:
         sys.stdout.flush()
@@ -245,14 +247,16 @@ def _work(conn: Any, store_path: str, threads: int, runner: Runner, parent: int)
         os._exit(code)
 
 
-def _serve(conn: Any, store_path: str, threads: int, runner: Runner, parent: int) -> None:
+def _serve(conn: connection.Connection, parent: int) -> None:
     job = store = None
     try:
-        if os.getppid() != parent:
-            return
+        sys.path[:] = conn.recv()
+        store_path, threads, runner_name = conn.recv()
         import torch
 
         torch.set_num_threads(threads)
+        module, _, name = runner_name.partition(":")
+        runner = getattr(importlib.import_module(module), name)
         store = Store(store_path)
         while (job := conn.recv()) is not None:
             conn.send(("ended", run_job(job, store, _relay(conn, parent), runner)))
@@ -267,12 +271,12 @@ def _serve(conn: Any, store_path: str, threads: int, runner: Runner, parent: int
         return
 
 
-def _send(conn: Any, message: tuple[str, Any]) -> None:
+def _send(conn: connection.Connection, message: tuple[str, Any]) -> None:
     with contextlib.suppress(OSError):
         conn.send(message)
 
 
-def _relay(conn: Any, parent: int) -> Any:
+def _relay(conn: connection.Connection, parent: int) -> Any:
     """Training events to the parent; a parent gone (outside Linux) stops the run."""
 
     def send(event: TrainEvent) -> None:

@@ -6,14 +6,12 @@ In the sweep's own process, :func:`stop_on_signals` turns the first of them into
 workers and marks their runs). A pool worker (:func:`worker_signals`) ignores SIGINT and SIGHUP,
 which a terminal sends to the whole process group, and stops on the SIGTERM its parent sends;
 on Linux it also gets that SIGTERM from the kernel when the parent dies, even by SIGKILL
-(:func:`stop_with_parent`), so no worker outlives its sweep.
+(:mod:`sepbench.backends.worker`), so no worker outlives its sweep.
 """
 
 from __future__ import annotations
 
-import ctypes
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +20,6 @@ from types import FrameType
 from sepbench.runner import Interrupted
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-PR_SET_PDEATHSIG = 1
 
 
 def exit_code(signum: int) -> int:
@@ -66,14 +63,3 @@ def worker_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_interrupted)
-
-
-def stop_with_parent() -> bool:
-    """Ask Linux to send this process SIGTERM when its parent dies; False elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
