@@ -84,7 +84,7 @@ def table(length: int, repeats: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="length 20 only, 3 repeats")
+    parser.add_argument("--quick", action="store_true", help="length 20 only")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     arguments = parser.parse_args()
     quick = arguments.quick
@@ -92,7 +92,7 @@ def main() -> None:
     keep_freed_memory()  # as the engine does on CPU (sepbench.cpu)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32")
     for length in [20] if quick else [20, 100]:
-        table(length, repeats=3 if quick else 5)
+        table(length, repeats=3)
 
 
 if __name__ == "__main__":
