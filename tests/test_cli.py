@@ -90,7 +90,7 @@ def test_export_writes_jsonl_that_round_trips(tmp_path: Path) -> None:
         (["export", "parity", "--out", "x.txt"], "cannot tell the format from 'x.txt'"),
         (["runs", "--status", "sleeping"], "running, done, diverged, failed"),
         (["show", "999"], "no run with id 999"),
-        (["sweep", "no_such_preset"], "presets: demo"),
+        (["sweep", "no_such_preset"], "presets: constructions, demo"),
     ],
 )
 def test_bad_input_gets_one_line_and_exit_code_2(
