@@ -19,7 +19,7 @@ Choices the paper leaves open, made here:
   non-target key, which the analysis below already counts.
 - ``eta`` defaults to 2 ln(3(N+1)): with γ <= 1/4 the N+1 keys a query sees leave weight
   >= 3/4 on position p (the paper's η > 2 ln 3N, counting the query's own key).
-- ``k`` defaults to the theorem's ⌈(8/γ²) ln 2N⌉ with γ = 1/4, i.e. ⌈128 ln 2N⌉ (855 at
+- ``k`` defaults to the theorem's ⌈(8/γ²) ln 2N⌉ with γ = 1/4, i.e. ⌈128 ln 2N⌉ (856 at
   N = 400). The union bound is loose: the paper solves N = 400, |Σ| = 64 with k = 128, and
   the size ladder of the ``constructions`` preset measures the smallest k that still gives
   100 % at each N.
