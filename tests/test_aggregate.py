@@ -96,8 +96,11 @@ def test_runs_at_each_n_join_into_one_line(store: Store) -> None:
 
 
 def test_overlapping_test_lengths_split_lines_by_training_length(store: Store) -> None:
-    add_run(store, {8: 0.9, 16: 0.5}, task__length=8, eval__lengths=[8, 16])
-    add_run(store, {16: 0.8}, task__length=16)
+    add_run(
+        store, {8: 0.9, 16: 0.5}, task__length=8, eval__lengths=[8, 16],
+        model__params__positional="sinusoidal",
+    )
+    add_run(store, {16: 0.8}, task__length=16, model__params__positional="sinusoidal")
     drawn = lines(group_runs(store.runs()))
     assert [line.config["task"]["length"] for line in drawn] == [8, 16]
     assert [line.metric()[16].mean for line in drawn] == [0.5, 0.8]

@@ -167,7 +167,7 @@ def test_sweep_prints_the_table_then_each_claims_verdict(tmp_path: Path) -> None
     assert lines[-3].startswith("claim held: an LSTM scores at least 0 (§2;")
     assert lines[-2].startswith("claim not held: it scores above 1 (§2;")
     assert lines[-1].startswith(f"report: {out / 'report.html'} (")
-    assert "claim not held" in (out / "report.html").read_text()
+    assert '<b class="not-held">not held</b>' in (out / "report.html").read_text()
 
 
 def test_a_bad_claim_stops_the_sweep_before_any_run(tmp_path: Path) -> None:

@@ -60,12 +60,16 @@ def check_workers(workers: object) -> int:
 
 def label(experiment: Experiment) -> str:
     """A short name for a run in progress displays."""
-    model, task = experiment.model, experiment.task
-    layers = f" L{model.layers}" if model.layers else ""
+    model, task, construction = experiment.model, experiment.task, experiment.construction
     name = f"{experiment.name} · " if experiment.name else ""
+    if construction is not None:
+        built, seed = f"construction {construction.name}", construction.seed
+    else:
+        layers = f" L{model.layers}" if model.layers else ""
+        built, seed = f"{model.name} w{model.width}{layers}", experiment.train.seed
     return (
-        f"{name}{model.name} w{model.width}{layers} · {task.name} N={task.length} "
-        f"· seed {experiment.train.seed} · {experiment.config_hash()[:8]}"
+        f"{name}{built} · {task.name} N={task.length} "
+        f"· seed {seed} · {experiment.config_hash()[:8]}"
     )
 
 

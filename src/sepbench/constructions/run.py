@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 def evaluate_construction(
     experiment: Experiment, device: torch.device
-) -> tuple[str, dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """(status, metrics, info, curve) of a construction experiment: test accuracy at each
+) -> tuple[str, dict[str, Any], dict[str, Any], list[dict[str, Any]], None]:
+    """(status, metrics, info, curve, resumed-from step: none) of a construction experiment: test accuracy at each
     evaluation length on the seed's test stream, the construction's size and certificate,
     and, for a recurrent construction, its state against the lower bound."""
     task = experiment.build_task()
@@ -49,4 +49,4 @@ def evaluate_construction(
         "tokens_per_s": None,
         "device": str(device),
     }
-    return "done", metrics, info, []
+    return "done", metrics, info, [], None
