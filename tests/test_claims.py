@@ -157,4 +157,4 @@ def test_every_presets_claims_are_valid_on_fields_its_runs_have(preset: str) -> 
 
 
 def test_the_demo_declares_its_claims() -> None:
-    assert [c.paper for c in parse_claims(load("demo").claims)] == ["§2", "§2"]
+    assert [c.paper for c in parse_claims(load("demo").claims)] == ["§2"] * 4

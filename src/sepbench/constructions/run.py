@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 def evaluate_construction(
     experiment: Experiment, device: torch.device
 ) -> tuple[str, dict[str, Any], dict[str, Any], list[dict[str, Any]], None]:
-    """(status, metrics, info, curve, resumed-from step: none) of a construction experiment: test accuracy at each
-    evaluation length on the seed's test stream, the construction's size and certificate,
-    and, for a recurrent construction, its state against the lower bound."""
+    """(status, metrics, info, curve, resumed-from step: none) of a construction experiment:
+    test accuracy at each evaluation length on the seed's test stream, the construction's size
+    and certificate, and, for a recurrent construction, its state against the lower bound."""
     task = experiment.build_task()
     model = experiment.build_construction(task).to(device)
     started = time.perf_counter()
