@@ -193,8 +193,10 @@ def sweep_summary(records: Sequence[RunRecord], claims: Sequence[Claim] = ()) ->
 
 
 def result_line(result: RunResult) -> str:
-    """One line for a run as it finishes: id, status, whether trained or served, accuracy."""
-    source = "served from the store" if result.cached else "trained"
+    """One line for a run as it finishes: id, status, whether trained (a construction: built)
+    or served, accuracy."""
+    made = "built" if "construction" in result.metrics else "trained"
+    source = "served from the store" if result.cached else made
     if result.resumed_from_step:
         source += f", resumed from step {result.resumed_from_step}"
     if result.produced_by:
