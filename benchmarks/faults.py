@@ -2,6 +2,7 @@
 nothing is lost, duplicated, corrupted or left running.
 
     .venv/bin/python benchmarks/faults.py [--kills 20] [--seed 0] [--workers 2] [--quick]
+                                          [--log FILE]
 
 First an uninterrupted reference sweep (its own store). Then cycles of `sepbench sweep` on one
 store: each cycle is killed with SIGKILL after a random delay (uniform up to the reference
@@ -13,7 +14,8 @@ store, until ``--kills`` kills have been made. After a parent kill, every proces
 must be gone within 10 s; at the end no process any sweep started may be alive.
 
 Prints kills (parent / worker), resumes, rows checked, mismatches, running rows, orphans and
-how many runs resumed from a checkpoint; exits 1 if any mismatch, running row or orphan.
+how many times a run resumed from a checkpoint (and how many of those finished in that same
+sweep); ``--log`` keeps every sweep's output. Exits 1 if any mismatch, running row or orphan.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class Tally:
     running_rows: int = 0
     orphans: int = 0
     resumed_runs: int = 0
+    resumed_finished: int = 0
     seen: set[tuple[int, int]] = field(default_factory=set)
 
     def remember(self, pids: set[int]) -> None:
@@ -82,7 +85,8 @@ def sweep(spec_path: Path, store: Path, workers: int, log: Path) -> subprocess.P
     with log.open("a") as out:
         STARTED.append(subprocess.Popen(
             [sys.executable, "-m", "sepbench", "sweep", str(spec_path),
-             "--workers", str(workers), "--store", str(store)],
+             "--workers", str(workers), "--store", str(store),
+             "--out", str(store.parent / "report")],
             stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, "OMP_NUM_THREADS": "1"},
         ))
@@ -190,6 +194,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="one seed, 150 steps (for CI)")
+    parser.add_argument("--log", type=Path, help="keep every sweep's output in this file")
     args = parser.parse_args()
     rng, tally = random.Random(args.seed), Tally()
     started = time.monotonic()
@@ -223,7 +228,11 @@ def main() -> None:
         tally.rounds += 1
         time.sleep(1.0)
         tally.orphans += len(still_there(tally.seen))
-        tally.resumed_runs = log.read_text().count("resumed from step")
+        text = log.read_text()
+        tally.resumed_runs = text.count("resuming from the checkpoint at step")
+        tally.resumed_finished = text.count("resumed from step")
+        if args.log is not None:
+            args.log.write_text(text)
     grid = spec(args.quick)["grid"]
     print(
         f"fault injection: {args.kills} SIGKILLs (parent {tally.kills['parent']}, worker "
@@ -236,7 +245,8 @@ def main() -> None:
         f"rows checked {tally.rows_checked}  mismatches {tally.mismatches}  "
         f"running rows {tally.running_rows}  orphans {tally.orphans}"
     )
-    print(f"runs resumed from a checkpoint: {tally.resumed_runs}")
+    print(f"runs resumed from a checkpoint: {tally.resumed_runs} "
+          f"({tally.resumed_finished} finished in that same sweep)")
     print(f"reference sweep {reference_s:.1f} s, whole run {time.monotonic() - started:.0f} s")
     sys.exit(1 if tally.mismatches or tally.running_rows or tally.orphans else 0)
 

@@ -37,12 +37,14 @@ def add_run(
     status: str = "done",
     state_size: int = 100,
     steps: int = 10,
+    val: float = 0.5,
     **dotted: Any,
 ) -> RunRecord:
-    """Store one finished run of ``experiment_config(**dotted)`` with these test accuracies."""
+    """Store one finished run of ``experiment_config(**dotted)`` with these test accuracies
+    and ``val`` as its best validation accuracy."""
     experiment = experiment_from_dict(experiment_config(**dotted))
     run_id = store.start(experiment.config_hash(), experiment.resolved(), {"device": "cpu"})
-    metrics: dict[str, Any] = {"steps_run": steps, "best_val_accuracy": 0.5}
+    metrics: dict[str, Any] = {"steps_run": steps, "best_val_accuracy": val}
     if accuracy is not None:
         metrics["test_accuracy"] = {str(n): a for n, a in accuracy.items()}
     if status == "failed":

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from sepbench.aggregate import (
+    CHOSEN,
+    Selection,
     central_probability,
     estimate,
     group_runs,
@@ -104,3 +106,30 @@ def test_overlapping_test_lengths_split_lines_by_training_length(store: Store) -
     drawn = lines(group_runs(store.runs()))
     assert [line.config["task"]["length"] for line in drawn] == [8, 16]
     assert [line.metric()[16].mean for line in drawn] == [0.5, 0.8]
+
+
+def test_a_selection_chooses_on_validation_per_model_and_length(store: Store) -> None:
+    """Per N, the learning rate with the better mean validation score over seeds is kept, even
+    where the other has the better test score; the chosen configurations join into one line
+    across N although different rates were chosen."""
+    for seed in (0, 1):
+        add_run(store, {8: 0.9}, val=0.4, train__lr=1e-3, train__seed=seed)
+        add_run(store, {8: 0.2}, val=0.6, train__lr=3e-3, train__seed=seed)
+        add_run(store, {16: 0.7}, val=0.8, train__lr=1e-3, train__seed=seed, task__length=16)
+        add_run(store, {16: 0.1}, val=0.3, train__lr=3e-3, train__seed=seed, task__length=16)
+    groups = group_runs(store.runs(), Selection(("train.lr",)))
+    assert [(g.train_length, g.chosen) for g in groups] == [
+        (8, {"train.lr": 3e-3}), (16, {"train.lr": 1e-3})
+    ]
+    assert [len(g.records) for g in groups] == [2, 2]
+    assert [g.config["train"]["lr"] for g in groups] == [CHOSEN, CHOSEN]
+    assert [[score for _, score in g.candidates] for g in groups] == [[0.4, 0.6], [0.8, 0.3]]
+    (line,) = lines(groups)
+    assert {n: e.mean for n, e in line.metric().items()} == {8: 0.2, 16: 0.7}
+
+
+def test_a_tie_on_validation_goes_to_the_earlier_configuration(store: Store) -> None:
+    add_run(store, {8: 0.5}, val=0.5, train__lr=3e-3)
+    add_run(store, {8: 0.9}, val=0.5, train__lr=1e-3)
+    (group,) = group_runs(store.runs(), Selection(("train.lr",)))
+    assert group.chosen == {"train.lr": 3e-3}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sepbench.aggregate import group_runs
+from sepbench.aggregate import Selection, group_runs
 from sepbench.claims import parse_claims
 from sepbench.runner import RunResult
 from sepbench.store import Store
@@ -87,3 +87,13 @@ def test_the_sweep_summary_ends_with_a_verdict_per_claim(store: Store) -> None:
     assert lines[-2].startswith("claim held: high (§2; test_accuracy mean >= 0.8 at every")
     assert lines[-1].startswith("claim not held: low")
     assert "8: 0.900 ± 0.000 (n=2)" in lines[-2]
+
+
+def test_the_table_lists_the_chosen_value_and_every_value_tried(store: Store) -> None:
+    for seed in (0, 1):
+        add_run(store, {8: 0.9}, val=0.4, train__lr=1e-3, train__seed=seed)
+        add_run(store, {8: 0.2}, val=0.6, train__lr=3e-3, train__seed=seed)
+    text = sweep_summary(store.runs(), selection=Selection(("train.lr",)))
+    header, _, row = text.splitlines()
+    assert "train.lr (chosen on validation, of)" in header
+    assert "0.003 (of 0.001, 0.003)" in row and "8: 0.200 ± 0.000" in row

@@ -111,3 +111,28 @@ def test_a_bad_spec_is_one_line(tmp_path: Path, text: str, message: str) -> None
     with pytest.raises(SepbenchError) as caught:
         expand(load(path))
     assert message in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("select", "message"),
+    [
+        ("{over: [train.lr], by: test_accuracy}",
+         "select.by: must be 'best_val_accuracy' or 'final_val_accuracy'; got 'test_accuracy'"),
+        ("{over: []}", "select.over: List should have at least 1 item"),
+        ("{over: [train.learning_rate]}",
+         "select.over: 'train.learning_rate' is not a field of the sweep's experiments"),
+    ],
+)
+def test_a_bad_selection_is_one_line(tmp_path: Path, select: str, message: str) -> None:
+    path = write(tmp_path, "spec.yaml", SPEC + f"select: {select}\n")
+    with pytest.raises(SepbenchError) as caught:
+        spec = load(path)
+        spec.selection(expand(spec))
+    assert message in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_a_selection_names_its_fields_and_score(tmp_path: Path) -> None:
+    spec = load(write(tmp_path, "spec.yaml", SPEC + "select: {over: [train.lr]}\n"))
+    selection = spec.selection(expand(spec))
+    assert (selection.over, selection.by) == (("train.lr",), "best_val_accuracy")
+    assert load(write(tmp_path, "plain.yaml", SPEC)).selection([]) is None

@@ -14,6 +14,11 @@ newest of each config hash) grouped by their resolved config minus ``train.seed`
 A per-length metric (``test_accuracy``) is read per test length; a scalar one (``steps_run``,
 ``best_val_accuracy``, ...) is placed at the run's training length ``task.length``.
 
+A :class:`Selection` chooses, among configurations that differ only in some fields (the
+learning rate), the one with the best mean validation score over seeds, per model and N: the
+fair comparison of papers.md "Designing CPU-scale reproductions" (every model its own rate from
+the same grid, chosen on validation, never on test).
+
 A :class:`Line` joins the configurations that differ only in ``task.length`` and
 ``eval.lengths`` (one run per N, as in papers.md §2's figures), so that a figure draws one line
 across N; configurations whose test lengths overlap stay apart, split by ``task.length``.
@@ -137,10 +142,16 @@ def latest_finished(records: Sequence[RunRecord]) -> list[RunRecord]:
 
 @dataclass
 class Group:
-    """The seeds of one configuration: finished runs whose configs differ only in the seed."""
+    """The seeds of one configuration: finished runs whose configs differ only in the seed.
+
+    After a :class:`Selection`, ``config`` holds :data:`CHOSEN` at each chosen field, ``chosen``
+    the value chosen there and ``candidates`` each value tried with its mean validation score.
+    """
 
     config: dict[str, Any]
     records: list[RunRecord] = field(default_factory=list)
+    chosen: dict[str, Any] = field(default_factory=dict)
+    candidates: list[tuple[dict[str, Any], float | None]] = field(default_factory=list)
 
     @property
     def task(self) -> str:
@@ -174,15 +185,74 @@ class Group:
         return {length: estimate(v) for length, v in self.values(metric).items()}
 
 
-def group_runs(records: Sequence[RunRecord]) -> list[Group]:
-    """Finished runs grouped by configuration (seeds together), in order of first run id."""
+def group_runs(
+    records: Sequence[RunRecord], selection: Selection | None = None
+) -> list[Group]:
+    """Finished runs grouped by configuration (seeds together), in order of first run id;
+    with a ``selection``, only the chosen configuration of each set of candidates."""
     groups: dict[str, Group] = {}
     for record in latest_finished(records):
         config = seedless(record.config)
         groups.setdefault(canonical(config), Group(config)).records.append(record)
     for group in groups.values():
         group.records.sort(key=lambda r: run_seed(r.config))
-    return list(groups.values())
+    chosen = list(groups.values())
+    return chosen if selection is None else selection.choose(chosen)
+
+
+CHOSEN = "chosen on validation"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Per set of configurations that differ only in the ``over`` fields (dotted paths, e.g.
+    ``train.lr``), keep the one with the highest mean of ``by`` over its seeds (a validation
+    score: ``best_val_accuracy``); a tie goes to the earlier configuration (first run id).
+    A configuration with no value of ``by`` (no run reached validation) is never chosen over
+    one that has it."""
+
+    over: tuple[str, ...]
+    by: str = "best_val_accuracy"
+
+    def choose(self, groups: Sequence[Group]) -> list[Group]:
+        sets: dict[str, list[Group]] = {}
+        for group in groups:
+            sets.setdefault(canonical(self._without(group.config)), []).append(group)
+        return [self._best(members) for members in sets.values()]
+
+    def _best(self, members: list[Group]) -> Group:
+        scored = [(group, self._score(group)) for group in members]
+        best = max(scored, key=lambda pair: -math.inf if pair[1] is None else pair[1])[0]
+        return Group(
+            self._without(best.config),
+            best.records,
+            chosen=self._values(best.config),
+            candidates=[(self._values(group.config), score) for group, score in scored],
+        )
+
+    def _score(self, group: Group) -> float | None:
+        values = group.values(self.by).get(group.train_length)
+        return statistics.fmean(values) if values else None
+
+    def _values(self, config: dict[str, Any]) -> dict[str, Any]:
+        return {path: _get(config, path) for path in self.over}
+
+    def _without(self, config: dict[str, Any]) -> dict[str, Any]:
+        config = copy.deepcopy(config)
+        for path in self.over:
+            *parents, leaf = path.split(".")
+            node = config
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = CHOSEN
+        return config
+
+
+def _get(config: dict[str, Any], path: str) -> Any:
+    node: Any = config
+    for key in path.split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
 
 
 @dataclass

@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sepbench.aggregate import Estimate, Line, group_runs, lines
+from sepbench.aggregate import Estimate, Line, Selection, group_runs, lines
 from sepbench.errors import SepbenchError
 from sepbench.labels import flatten, label, varying_fields
 from sepbench.store import RunRecord
@@ -178,17 +178,22 @@ class ClaimResult:
         return text + (f" [{self.reason}]" if self.reason else "")
 
 
-def evaluate_claims(claims: Sequence[Claim], records: Sequence[RunRecord]) -> list[ClaimResult]:
-    """Each claim's verdict over ``records`` (the sweep's runs, any status)."""
-    return [evaluate_claim(claim, records) for claim in claims]
+def evaluate_claims(
+    claims: Sequence[Claim], records: Sequence[RunRecord], selection: Selection | None = None
+) -> list[ClaimResult]:
+    """Each claim's verdict over ``records`` (the sweep's runs, any status); with a
+    ``selection``, over the configurations it chooses on validation."""
+    return [evaluate_claim(claim, records, selection) for claim in claims]
 
 
-def evaluate_claim(claim: Claim, records: Sequence[RunRecord]) -> ClaimResult:
+def evaluate_claim(
+    claim: Claim, records: Sequence[RunRecord], selection: Selection | None = None
+) -> ClaimResult:
     try:
         selected = [r for r in records if matches(claim.where, r.config)]
     except SepbenchError as error:
         return ClaimResult(claim, NOT_ENOUGH, reason=str(error))
-    chosen = lines(group_runs(selected))
+    chosen = lines(group_runs(selected, selection))
     if not chosen:
         return ClaimResult(claim, NOT_ENOUGH, reason="no finished run matches 'where'")
     required = required_lengths(claim, selected)

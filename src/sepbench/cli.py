@@ -267,11 +267,17 @@ def report(
     store: StoreOption = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("reports"),
     task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
+    select: Annotated[
+        list[str] | None,
+        typer.Option(help="A field chosen on validation per model and N (e.g. train.lr)."),
+    ] = None,
 ) -> None:
     """Write an HTML report with figures (PNG and SVG too) from the stored runs."""
+    from sepbench.aggregate import Selection
     from sepbench.report import write_report
 
-    written = write_report(open_store(store), out, task)
+    selection = Selection(tuple(select)) if select else None
+    written = write_report(open_store(store), out, task, selection=selection)
     typer.echo(f"report of {written.runs} runs: {written.html}")
 
 
@@ -333,18 +339,22 @@ def run_sweep(
     loaded = sweep_spec.load(spec)
     experiments = sweep_spec.expand(loaded, smoke=smoke, seeds=seeds)
     declared = claims.parse_claims(loaded.claims, [e.resolved() for e in experiments])
+    selection = loaded.selection(experiments)
     typer.echo(f"{len(experiments)} grid points, store {opened.path}")
     with sweep_progress() as on_event:
         result = sweep.run_all(
             experiments, store=opened, workers=workers, force=force, on_event=on_event
         )
     ran = [o.run_id for o in result.outcomes if o is not None and o.run_id is not None]
-    typer.echo(summary.sweep_summary([opened.get(run_id) for run_id in ran], declared))
+    ran_records = [opened.get(run_id) for run_id in ran]
+    typer.echo(summary.sweep_summary(ran_records, declared, selection))
     for experiment, outcome in result.failures:
         typer.echo(f"{outcome.status}: {sweep.label(experiment)}: {outcome.error}")
     finished = [o.run_id for o in result.outcomes if o is not None and o.status in FINISHED]
     if finished and result.stopped_by is None:
-        written = write_report(opened, out, run_ids=finished, claims=declared)
+        written = write_report(
+            opened, out, run_ids=finished, claims=declared, selection=selection
+        )
         typer.echo(f"report: {written.html} ({len(written.figures)} figure files)")
     return result
 

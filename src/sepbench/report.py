@@ -33,7 +33,15 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
 
 from sepbench import tasks
-from sepbench.aggregate import Estimate, Group, Line, canonical, group_runs, lines
+from sepbench.aggregate import (
+    Estimate,
+    Group,
+    Line,
+    Selection,
+    canonical,
+    group_runs,
+    lines,
+)
 from sepbench.claims import PAPERS, Claim, ClaimResult, evaluate_claims
 from sepbench.constructions.report import (
     constructions_section,
@@ -78,23 +86,25 @@ def write_report(
     task: str | None = None,
     run_ids: Sequence[int] | None = None,
     claims: Sequence[Claim] = (),
+    selection: Selection | None = None,
 ) -> Report:
     """Write ``out/report.html`` (figures embedded) and each figure as PNG and SVG.
 
     Reports the finished runs of ``task`` (all tasks if None), or only ``run_ids``; ``claims``
-    are evaluated over the same runs and open the page.
+    are evaluated over the same runs and open the page. With a ``selection``, figures, tables
+    and claims show the configuration chosen on validation among each set of candidates.
     """
     records = store.runs(task=task)
     if run_ids is not None:
         wanted = set(run_ids)
         records = [r for r in records if r.id in wanted]
     records, built = split_constructions(records)
-    groups = group_runs(records)
+    groups = group_runs(records, selection)
     if not groups and not built:
         where = f" for task {task!r}" if task else ""
         raise SepbenchError(f"report: no finished runs{where} in {store.path}")
     out.mkdir(parents=True, exist_ok=True)
-    verdicts = evaluate_claims(claims, records)
+    verdicts = evaluate_claims(claims, records, selection)
     sections, figures = [], []
     for name in sorted({g.task for g in groups}):
         section, written = task_section(name, [g for g in groups if g.task == name], store, out)
@@ -107,7 +117,8 @@ def write_report(
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>sepbench report</title>"
         f"<style>{STYLE}</style></head><body><h1>sepbench report</h1>"
         f"<p>{runs} finished runs in {len(groups)} configurations from "
-        f"<code>{html.escape(str(store.path))}</code>. {INTERVAL_NOTE}</p>"
+        f"<code>{html.escape(str(store.path))}</code>. {INTERVAL_NOTE}"
+        f"{selection_note(selection)}</p>"
         f"{impossible_html(records)}{claims_section(verdicts)}{''.join(sections)}{built_html}"
         "</body></html>"
     )
@@ -132,6 +143,17 @@ def task_section(
         images.append(f'<img alt="{name} {kind}" src="data:image/png;base64,{encoded}">')
     table = html_table(*configuration_rows(groups))
     return f"<h2>{html.escape(name)}</h2>{''.join(images)}{table}", paths
+
+
+def selection_note(selection: Selection | None) -> str:
+    if selection is None:
+        return ""
+    fields = ", ".join(f"<code>{html.escape(path)}</code>" for path in selection.over)
+    return (
+        f" Per model and length, {fields} is chosen on validation (the highest mean "
+        f"<code>{html.escape(selection.by)}</code> over seeds); only the chosen configuration is "
+        "drawn, tabled and judged, and the table lists every value tried."
+    )
 
 
 def claims_section(results: Sequence[ClaimResult]) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sepbench.aggregate import Estimate, Group, estimate, group_runs, run_seed
+from sepbench.aggregate import Estimate, Group, Selection, estimate, group_runs, run_seed
 from sepbench.claims import Claim, evaluate_claims
 from sepbench.labels import (
     config_summary,
@@ -125,18 +125,36 @@ def configuration_rows(groups: Sequence[Group]) -> tuple[list[Column], list[dict
     """One row per configuration (seeds aggregated): the model, exactly the config fields
     that vary among ``groups``, then :data:`CONFIGURATION_TAIL`."""
     fields = varying_fields([g.config for g in groups], skip=LINE_AXES)
-    columns = [Column("model", "model"), *[Column(f, f) for f in fields], *CONFIGURATION_TAIL]
+    chosen = sorted({path for g in groups for path in g.chosen})
+    columns = [
+        Column("model", "model"),
+        *[Column(f, f) for f in fields],
+        *[Column(f"chosen {path}", f"{path} (chosen on validation, of)") for path in chosen],
+        *CONFIGURATION_TAIL,
+    ]
     rows = []
     for group in sorted(groups, key=lambda g: (g.task, label(g.config, fields), g.train_length)):
         rows.append(
             {
                 **summary_cells(group.records),
                 **field_texts(group.config, fields),
+                **chosen_texts(group, chosen),
                 "seeds": str(len(group.records)),
                 "runs": ", ".join(str(r.id) for r in group.records),
             }
         )
     return columns, rows
+
+
+def chosen_texts(group: Group, paths: Sequence[str]) -> dict[str, str]:
+    """Per chosen field, ``0.003 (of 0.001, 0.003)``: the value chosen on validation and
+    every value tried."""
+    texts = {}
+    for path in paths:
+        if path in group.chosen:
+            tried = ", ".join(format_value(values[path]) for values, _ in group.candidates)
+            texts[f"chosen {path}"] = f"{format_value(group.chosen[path])} (of {tried})"
+    return texts
 
 
 def _span(values: Sequence[Any]) -> str:
@@ -183,12 +201,17 @@ def html_table(columns: Sequence[Column], rows: Sequence[dict[str, str]]) -> str
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def sweep_summary(records: Sequence[RunRecord], claims: Sequence[Claim] = ()) -> str:
-    """What ``sweep`` prints at the end: the table of configurations (seeds aggregated) over
-    the finished ``records``, then one verdict line per claim."""
-    groups = group_runs(records)
+def sweep_summary(
+    records: Sequence[RunRecord],
+    claims: Sequence[Claim] = (),
+    selection: Selection | None = None,
+) -> str:
+    """What ``sweep`` prints at the end: the table of configurations (seeds aggregated; with a
+    ``selection``, the chosen ones) over the finished ``records``, then one verdict line per
+    claim."""
+    groups = group_runs(records, selection)
     table = text_table(*configuration_rows(groups)) if groups else "no finished runs"
-    verdicts = [result.line() for result in evaluate_claims(claims, records)]
+    verdicts = [result.line() for result in evaluate_claims(claims, records, selection)]
     return "\n".join([table, *verdicts])
 
 

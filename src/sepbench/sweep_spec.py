@@ -10,9 +10,13 @@ A spec (a YAML file, or a preset under ``sepbench/presets`` named without ``.yam
   axis replaces that axis, the others are set on every experiment;
 - ``claims``: the paper's statements as checks over the sweep's results (see
   :mod:`sepbench.claims`), passed through as written;
+- ``select``: ``{over: [train.lr], by: best_val_accuracy}``, the fields chosen on validation per
+  model and N (see :class:`sepbench.aggregate.Selection`): the table, figures and claims show
+  only the chosen configuration (the default ``by``; ``final_val_accuracy`` is the other
+  choice);
 - ``extends``: another preset (by name) or spec file (relative to this one) that this one
   overrides: ``base`` is merged key by key at every depth, ``grid`` and ``smoke`` axis by axis
-  (an axis set to null is dropped), ``claims`` replaced when given.
+  (an axis set to null is dropped), ``claims`` and ``select`` replaced when given.
 
 Every dotted path, here and in ``--set``, goes through :func:`sepbench.config.set_dotted`.
 """
@@ -23,13 +27,24 @@ import copy
 import itertools
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sepbench.aggregate import Selection
 from sepbench.config import Experiment, experiment_from_dict, one_line, set_dotted
 from sepbench.errors import SepbenchError
+from sepbench.labels import flatten
+
+
+class SelectSpec(BaseModel):
+    """``select:`` of a spec: the fields chosen on validation and the score that chooses."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    over: list[str] = Field(min_length=1)
+    by: Literal["best_val_accuracy", "final_val_accuracy"] = "best_val_accuracy"
 
 
 class SweepSpec(BaseModel):
@@ -41,6 +56,21 @@ class SweepSpec(BaseModel):
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     smoke: dict[str, Any] = Field(default_factory=dict)
     claims: list[dict[str, Any]] = Field(default_factory=list)
+    select: SelectSpec | None = None
+
+    def selection(self, experiments: list[Experiment]) -> Selection | None:
+        """The spec's choice on validation (None without ``select``); a field that is not
+        a config field of ``experiments`` is a one-line error."""
+        if self.select is None:
+            return None
+        configs = [flatten(e.resolved()) for e in experiments]
+        for path in self.select.over:
+            if not any(path in config for config in configs):
+                raise SepbenchError(
+                    f"sweep select.over: {path!r} is not a field of the sweep's experiments "
+                    "(a dotted path such as train.lr)"
+                )
+        return Selection(tuple(self.select.over), self.select.by)
 
 
 def preset_names() -> list[str]:
