@@ -348,8 +348,9 @@ def run_sweep(
     ran = [o.run_id for o in result.outcomes if o is not None and o.run_id is not None]
     ran_records = [opened.get(run_id) for run_id in ran]
     typer.echo(summary.sweep_summary(ran_records, declared, selection))
-    for experiment, outcome in result.failures:
-        typer.echo(f"{outcome.status}: {sweep.label(experiment)}: {outcome.error}")
+    failed = [(e.resolved(), e.config_hash(), o.status, o.error) for e, o in result.failures]
+    for line in summary.failure_lines(failed, [e.resolved() for e in experiments]):
+        typer.echo(line)
     finished = [o.run_id for o in result.outcomes if o is not None and o.status in FINISHED]
     if finished and result.stopped_by is None:
         written = write_report(

@@ -215,6 +215,21 @@ def sweep_summary(
     return "\n".join([table, *verdicts])
 
 
+def failure_lines(
+    failures: Sequence[tuple[dict[str, Any], str, str, str]], configs: Sequence[dict[str, Any]]
+) -> list[str]:
+    """``failed: lstm w64 L1 · train.lr=0.003 · parity N=50 · seed 2 · 1addccdc: Error: …``
+    per (resolved config, config hash, status, cause): labelled by the fields that vary among
+    the sweep's ``configs``, the length and the seed."""
+    fields = varying_fields(configs, skip=(*LINE_AXES, "train.seed"))
+    lines = []
+    for config, config_hash, status, cause in failures:
+        task = config["task"]
+        where = f"{task['name']} N={task['length']} · seed {run_seed(config)} · {config_hash[:8]}"
+        lines.append(f"{status}: {label(config, fields)} · {where}: {cause}")
+    return lines
+
+
 def result_line(result: RunResult) -> str:
     """One line for a run as it finishes: id, status, whether trained (a construction: built)
     or served, accuracy."""
