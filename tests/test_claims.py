@@ -12,8 +12,10 @@ from sepbench.claims import (
     NOT_ENOUGH,
     NOT_HELD,
     evaluate_claim,
+    matches,
     parse_claims,
 )
+from sepbench.config import experiment_from_dict
 from sepbench.errors import SepbenchError
 from sepbench.store import Store
 from sepbench.sweep_spec import expand, load, preset_names
@@ -158,3 +160,14 @@ def test_every_presets_claims_are_valid_on_fields_its_runs_have(preset: str) -> 
 
 def test_the_demo_declares_its_claims() -> None:
     assert [c.paper for c in parse_claims(load("demo").claims)] == ["§2"] * 4
+
+
+def test_a_list_of_values_in_where_matches_any_of_them() -> None:
+    """``model: [lstm, transformer]`` selects runs of either model (the probe's claims name
+    several models); a field whose value is itself a list compares as a whole."""
+    lstm, transformer = (experiment_config(model__name=name) for name in ("lstm", "transformer"))
+    resolved = [experiment_from_dict(c).resolved() for c in (lstm, transformer)]
+    assert all(matches({"model": ["lstm", "transformer"]}, config) for config in resolved)
+    assert not matches({"model": ["gru", "mamba"]}, resolved[0])
+    assert matches({"eval.lengths": [8]}, resolved[0])
+    assert not matches({"eval.lengths": [8, 16]}, resolved[0])

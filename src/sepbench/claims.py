@@ -13,9 +13,10 @@ A preset or sweep spec may declare ``claims:``, a list of::
 
 ``where`` selects runs by config field: a dotted path of the resolved config
 (``task.params.mode``, ``train.lr``), or a short name that ends exactly one such path (``lr``,
-``width``); ``model`` and ``task`` stand for ``model.name`` and ``task.name``. ``at`` picks test
-lengths among those the selected runs were set to test (every run counts here, failed ones
-too, so a length whose runs all failed is missing rather than forgotten).
+``width``); ``model`` and ``task`` stand for ``model.name`` and ``task.name``; a list of
+values for a field that is not itself a list (``model: [lstm, gru]``) matches any of them.
+``at`` picks test lengths among those the selected runs were set to test (every run counts
+here, failed ones too, so a length whose runs all failed is missing rather than forgotten).
 
 Evaluation: the finished runs that match are aggregated over seeds (mean and 95 % Student-t
 interval, :mod:`sepbench.aggregate`) and joined across N into lines; the claim is checked on
@@ -270,6 +271,8 @@ _ABSENT = object()
 def _same(stored: Any, wanted: Any) -> bool:
     if stored is _ABSENT:
         return False
+    if isinstance(wanted, list) and not isinstance(stored, list):
+        return any(_same(stored, one) for one in wanted)
     if isinstance(stored, bool) or isinstance(wanted, bool):
         return type(stored) is type(wanted) and stored == wanted
     if isinstance(stored, (int, float)):
