@@ -373,6 +373,56 @@ def exit_for(result: Any) -> None:
         sys.exit(1)
 
 
+@app.command("critical")
+def critical_command(
+    spec: Annotated[str, typer.Argument(help="Spec YAML with a critical section, or a preset.")],
+    target: Annotated[
+        float | None,
+        typer.Option(help="Validation accuracy to reach, in (0, 1] (default: the spec's, 0.9)."),
+    ] = None,
+    seeds: Annotated[
+        int | None, typer.Option(help="Seeds per probed width, >= 2 (default: the spec's, else 2).")
+    ] = None,
+    workers: WorkersOption = None,
+    smoke: Annotated[bool, typer.Option(help="The spec's tiny version.")] = False,
+    store: StoreOption = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report directory (default: reports/critical-<spec name>).")
+    ] = None,
+) -> None:
+    """Per model family and N, the smallest width that reaches the target validation accuracy
+    (bracketing on the spec's width ladder, then bisection), with the state size at it; prints
+    the table and writes the report (figure: critical width and state against N).
+
+    Exit code 1 when a run failed (its search stops there; the same command retries it),
+    130 / 143 / 129 when stopped by SIGINT / SIGTERM / SIGHUP (the same command resumes).
+    """
+    from sepbench import critical, sweep
+    from sepbench.critical_report import write_report
+    from sepbench.progress import sweep_progress
+    from sepbench.summary import text_table
+
+    if workers is not None:
+        sweep.check_workers(workers)
+    planned = critical.plan(spec, smoke=smoke, target=target, seeds=seeds)
+    opened = open_store(store)
+    settings = planned.settings
+    typer.echo(
+        f"{len(planned.families)} families x {len(planned.lengths)} lengths, widths "
+        f"{settings.widths}, target {settings.target:g} on the mean of {settings.seeds} seeds, "
+        f"store {opened.path}"
+    )
+    with sweep_progress() as on_event:
+        result = critical.search(planned, store=opened, workers=workers, on_event=on_event)
+    typer.echo(text_table(critical.COLUMNS, critical.rows(result)))
+    for cell in result.failures:
+        typer.echo(f"failed: {cell.family} N={cell.length}: {cell.error}")
+    if any(cell.probes for cell in result.cells):
+        written = write_report(result, out or Path("reports") / f"critical-{planned.name}")
+        typer.echo(f"report: {written.html} ({len(written.figures)} figure files)")
+    exit_for(result)
+
+
 @app.command()
 def demo(
     workers: WorkersOption = None,

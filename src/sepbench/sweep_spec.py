@@ -14,9 +14,12 @@ A spec (a YAML file, or a preset under ``sepbench/presets`` named without ``.yam
   model and N (see :class:`sepbench.aggregate.Selection`): the table, figures and claims show
   only the chosen configuration (the default ``by``; ``final_val_accuracy`` is the other
   choice);
+- ``critical``: the width ladder and target of ``sepbench critical`` (see
+  :mod:`sepbench.critical`), passed through as written; a sweep ignores it;
 - ``extends``: another preset (by name) or spec file (relative to this one) that this one
-  overrides: ``base`` is merged key by key at every depth, ``grid`` and ``smoke`` axis by axis
-  (an axis set to null is dropped), ``claims`` and ``select`` replaced when given.
+  overrides: ``base`` and ``critical`` are merged key by key at every depth, ``grid`` and
+  ``smoke`` axis by axis (an axis set to null is dropped), ``claims`` and ``select`` replaced
+  when given.
 
 Every dotted path, here and in ``--set``, goes through :func:`sepbench.config.set_dotted`.
 """
@@ -57,6 +60,7 @@ class SweepSpec(BaseModel):
     smoke: dict[str, Any] = Field(default_factory=dict)
     claims: list[dict[str, Any]] = Field(default_factory=list)
     select: SelectSpec | None = None
+    critical: dict[str, Any] = Field(default_factory=dict)
 
     def selection(self, experiments: list[Experiment]) -> Selection | None:
         """The spec's choice on validation (None without ``select``); a field that is not
@@ -180,8 +184,8 @@ def _source(name_or_path: str | Path) -> tuple[str, Path | None]:
 def _override(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(parent)
     for key, value in child.items():
-        if key == "base":
-            merged["base"] = _deep_merge(merged.get("base", {}), value)
+        if key in ("base", "critical"):
+            merged[key] = _deep_merge(merged.get(key, {}), value)
         elif key in ("grid", "smoke") and isinstance(value, dict):
             axes = {**merged.get(key, {}), **value}
             merged[key] = {axis: v for axis, v in axes.items() if v is not None}
