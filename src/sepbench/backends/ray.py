@@ -145,6 +145,8 @@ class Ray:
         self.checkpoints, self.trainer = checkpoints, trainer
 
     def execute(self, jobs: list[Job], store_path: Path, emit: Emit) -> None:
+        if not jobs:  # everything was served from the store
+            return
         started = self._connect()
         try:
             _Driver(self, Store(store_path), emit).run(jobs)
