@@ -234,20 +234,6 @@ def test_a_sweep_with_a_failing_run_prints_the_table_lists_it_and_exits_1(
     assert report.startswith("report: ") and (out / "report.html").is_file()
 
 
-def test_backend_ray_without_ray_installed_says_how_to_install_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails
-    store = tmp_path / "s.sqlite"
-    result = sepbench("demo", "--smoke", "--backend", "ray", "--store", str(store))
-    assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr == (
-        "error: --backend ray needs ray, which is not installed; "
-        "install it with: pip install 'sepbench[ray]'\n"
-    )
-    assert not store.exists()
-
-
 def test_a_local_sweep_never_imports_ray(tmp_path: Path) -> None:
     code = f"""
 import sys
