@@ -19,10 +19,9 @@ store's own (:meth:`~sepbench.store.Store.run_dir`, beside the store file), or
 - Progress: tasks send their training events to a small actor (:class:`Mailbox`) that the
   driver empties while it waits; the driver beats the heartbeat of the rows in flight.
 - A stop (:class:`~sepbench.runner.Interrupted`) or a store that cannot be written: every task
-  in flight is cancelled (forced after :data:`~sepbench.backends.pool.STOP_GRACE_S`), its run
-  marked ``interrupted`` (the next sweep resumes it from its checkpoint), and the Ray instance
-  shut down if this backend started it. A Ray already initialised in this process (a notebook,
-  the tests) is used as it is and left running.
+  in flight is cancelled, its run marked ``interrupted`` (the next sweep resumes it from its
+  checkpoint), and the Ray instance shut down if this backend started it. A Ray already
+  initialised in this process (a notebook, the tests) is used as it is and left running.
 
 Ray is an optional extra (``pip install 'sepbench[ray]'``), imported only when this backend is
 built.
@@ -48,7 +47,6 @@ from sepbench.backends.base import (
     Started,
     wrap,
 )
-from sepbench.backends.pool import STOP_GRACE_S
 from sepbench.backends.signals import ignore_stop_signals
 from sepbench.config import Experiment
 from sepbench.errors import SepbenchError, check_int
@@ -216,9 +214,12 @@ class _Driver:
                 while len(self.flight) < capacity and (job := queue.take()) is not None:
                     self._submit(job, queue)
                 self._wait(queue)
-        except BaseException as stop:
+        except BaseException as error:
             ignore_stop_signals()
+            stop = _stop_signal(error)
             self._stop(str(stop) if isinstance(stop, Interrupted) else "the sweep stopped")
+            if stop is not error:
+                raise stop from None
             raise
 
     def _capacity(self) -> int:
@@ -304,18 +305,16 @@ class _Driver:
         self.emit(Ended(running.job.index, Outcome(status, running.run_id, error=cause)))
 
     def _stop(self, cause: str) -> None:
-        """Cancel every task in flight; record the ones that finished anyway, mark the others
-        ``interrupted`` (as far as the store can still be written)."""
-        refs = list(self.flight)
-        for ref in refs:
-            with contextlib.suppress(Exception):
-                self.ray.cancel(ref)
-        with contextlib.suppress(Exception):
-            self.ray.wait(refs, num_returns=len(refs), timeout=STOP_GRACE_S)
+        """Cancel every task in flight (a KeyboardInterrupt in its worker); record the ones
+        that had finished, mark the others ``interrupted`` (as far as the store can still be
+        written). Never a forced cancel: killing the worker of a task Ray has already counted
+        as cancelled can crash Ray's own bookkeeping; a task that does not stop is ended by
+        the shutdown of a local instance, and its result ignored on a cluster."""
         for ref, running in self.flight.items():
-            with contextlib.suppress(Exception):
-                self.ray.cancel(ref, force=True)
             trained = self._finished(ref)
+            if trained is None:
+                with contextlib.suppress(Exception):
+                    self.ray.cancel(ref)
             with contextlib.suppress(StoreError):
                 if trained is not None:
                     self._done(running, trained)
@@ -330,3 +329,13 @@ class _Driver:
             return self.ray.get(ref, timeout=0)
         except Exception:
             return None
+
+
+def _stop_signal(error: BaseException) -> BaseException:
+    """The stop a signal raised, also where it came through Ray's own code: a signal handler
+    that raises while Ray waits (``ray.wait``, ``ray.get``) surfaces as a ``SystemError``
+    caused by it."""
+    cause = error.__cause__
+    if isinstance(error, SystemError) and isinstance(cause, (Interrupted, KeyboardInterrupt)):
+        return cause
+    return error
