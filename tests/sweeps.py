@@ -93,6 +93,19 @@ def killing_trainer(experiment: Any, *, run_dir: Path, on_event: Any, **kwargs: 
     return train_and_evaluate(experiment, run_dir=run_dir, on_event=relay, **kwargs)
 
 
+def stalling_trainer(experiment: Any, *, on_event: Any, **kwargs: Any) -> Trained:
+    """:func:`sepbench.runner.train_and_evaluate`, pausing (at most 20 s) once step 50 is
+    reported, so that a test can stop a sweep while every run is mid-way."""
+
+    def relay(event: Any) -> None:
+        on_event(event)
+        if isinstance(event, ProgressEvent) and event.step == 50:
+            for _ in range(200):  # short sleeps: a cancel's KeyboardInterrupt lands between them
+                time.sleep(0.1)
+
+    return train_and_evaluate(experiment, on_event=relay, **kwargs)
+
+
 def sepbench(*args: str, **popen: Any) -> subprocess.Popen:
     """``python -m sepbench ARGS`` in a new process, one torch thread, output piped."""
     return subprocess.Popen(

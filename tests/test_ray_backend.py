@@ -5,6 +5,9 @@ raises fails once and is not retried. One local Ray instance of two CPUs serves 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from sepbench.backends.ray import Ray
 from sepbench.runner import run
 from sepbench.store import Store
 from sepbench.sweep_spec import expand, load
-from tests.sweeps import failing_trainer, killing_trainer, write_spec
+from tests.sweeps import failing_trainer, killing_trainer, stalling_trainer, write_spec
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs Ray: pip install 'sepbench[ray]'")
 
@@ -95,3 +98,31 @@ def test_a_run_that_raises_fails_once_and_the_sweep_goes_on(
     assert store.get(failed.run_id).error == failed.error
     attempts = (tmp_path / "checkpoints" / "attempts").read_text().split()
     assert sorted(attempts) == ["boom", "unnamed"]  # one attempt each: not retried
+
+
+def test_a_stop_marks_the_runs_in_flight_interrupted_and_the_next_sweep_resumes_them(
+    tmp_path: Path, local_ray: None
+) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    grid = experiments(tmp_path, {"model.width": [8, 12]}, steps=100)
+    paused: set[int] = set()
+
+    def stop_once_both_paused(event: Any) -> None:  # as SIGTERM from a job scheduler would
+        if isinstance(event, Progressed) and event.event.step == 50:
+            paused.add(event.index)
+            if paused == {0, 1}:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    stopping = Ray(trainer=stalling_trainer)
+    started = time.monotonic()
+    stopped = sweep.run_all(grid, store=store, backend=stopping, on_event=stop_once_both_paused)
+    assert time.monotonic() - started < 20  # the pause was cut short
+    assert stopped.stopped_by == signal.SIGTERM
+    assert [(o.status, o.error) for o in stopped.outcomes] == [
+        ("interrupted", "interrupted by SIGTERM")
+    ] * 2
+    assert {r.status for r in store.runs()} == {"interrupted"}
+
+    resumed = sweep.run_all(grid, store=store, backend=Ray())
+    assert [(o.status, o.result.resumed_from_step) for o in resumed.outcomes] == [("done", 50)] * 2
+    assert len(store.runs(status="done")) == 2
