@@ -172,9 +172,9 @@ class Ray:
         handler = signal.getsignal(signal.SIGTERM) if in_main else None
         try:
             self.ray.init(**options)
-        except (ConnectionError, ValueError, RuntimeError) as error:
-            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
-            raise SepbenchError(f"sweep: cannot start {where}: {one_line(error)}") from error
+        except Exception as error:  # ConnectionError, ValueError, RuntimeError, timeouts
+            what = f"join the Ray cluster at {self.address}" if self.address else "start Ray"
+            raise SepbenchError(f"sweep: cannot {what}: {one_line(error)}") from error
         finally:
             if in_main:  # ray.init replaces it; a SIGTERM must stop the sweep cleanly
                 signal.signal(signal.SIGTERM, handler)
