@@ -1,5 +1,5 @@
-"""Test helpers for sweeps: tiny specs, runners that fail on purpose (module-level, so that
-pool workers can import them), the processes of a sweep."""
+"""Test helpers for sweeps: tiny specs, runners and Ray trainers that fail on purpose
+(module-level, so that pool and Ray workers can import them), the processes of a sweep."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from sepbench.runner import RunResult, run
+from sepbench.runner import RunResult, Trained, run, train_and_evaluate
 from sepbench.store import Store
 from sepbench.train import ProgressEvent
 
@@ -59,6 +59,51 @@ def killing_runner(experiment: Any, *, store: Store, on_event: Any, **kwargs: An
             os.kill(os.getpid(), signal.SIGKILL)
 
     return run(experiment, store=store, on_event=relay, **kwargs)
+
+
+def failing_trainer(experiment: Any, *, run_dir: Path, on_event: Any, **kwargs: Any) -> Trained:
+    """:func:`sepbench.runner.train_and_evaluate`, except that the experiment named ``boom``
+    raises at its first log point; each attempt adds its experiment's name to the file
+    ``attempts`` beside the run's folder."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with (run_dir.parent / "attempts").open("a") as attempts:
+        attempts.write(f"{experiment.name or 'unnamed'}\n")
+
+    def relay(event: Any) -> None:
+        if experiment.name == "boom":
+            raise RuntimeError("boom: this run raises on purpose\nsecond line of the message")
+        on_event(event)
+
+    return train_and_evaluate(experiment, run_dir=run_dir, on_event=relay, **kwargs)
+
+
+def killing_trainer(experiment: Any, *, run_dir: Path, on_event: Any, **kwargs: Any) -> Trained:
+    """:func:`sepbench.runner.train_and_evaluate`, except that the Ray worker training the
+    experiment named ``oom`` SIGKILLs itself once, after step 20 (marker file ``killed-once``
+    beside the run's folder)."""
+    marker = run_dir.parent / "killed-once"
+
+    def relay(event: Any) -> None:
+        on_event(event)
+        late = isinstance(event, ProgressEvent) and event.step >= 20
+        if experiment.name == "oom" and late and not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return train_and_evaluate(experiment, run_dir=run_dir, on_event=relay, **kwargs)
+
+
+def stalling_trainer(experiment: Any, *, on_event: Any, **kwargs: Any) -> Trained:
+    """:func:`sepbench.runner.train_and_evaluate`, pausing (at most 20 s) once step 50 is
+    reported, so that a test can stop a sweep while every run is mid-way."""
+
+    def relay(event: Any) -> None:
+        on_event(event)
+        if isinstance(event, ProgressEvent) and event.step == 50:
+            for _ in range(200):  # short sleeps: a cancel's KeyboardInterrupt lands between them
+                time.sleep(0.1)
+
+    return train_and_evaluate(experiment, on_event=relay, **kwargs)
 
 
 def sepbench(*args: str, **popen: Any) -> subprocess.Popen:

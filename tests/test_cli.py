@@ -188,6 +188,11 @@ def test_a_bad_claim_stops_the_sweep_before_any_run(tmp_path: Path) -> None:
         (["demo", "--workers", "-1"], "--workers must be an integer >= 1, got -1"),
         (["models", "--width", "0"], "models: --width must be in >= 1, got 0"),
         (["models", "--length", "0"], "models: --length must be in >= 1, got 0"),
+        (["sweep", "demo", "--backend", "slurm"],
+         "sweep: --backend must be one of local, ray; got 'slurm'"),
+        (["demo", "--address", "auto"], "sweep: --address applies only to --backend ray"),
+        (["demo", "--max-retries", "1", "--checkpoints", "c"],
+         "sweep: --max-retries and --checkpoints apply only to --backend ray"),
     ],
 )
 def test_bad_sizes_get_one_line_before_anything_is_printed(
@@ -228,6 +233,20 @@ def test_a_sweep_with_a_failing_run_prints_the_table_lists_it_and_exits_1(
         "ZeroDivisionError: a bug in one model"
     )
     assert report.startswith("report: ") and (out / "report.html").is_file()
+
+
+def test_a_local_sweep_never_imports_ray(tmp_path: Path) -> None:
+    code = f"""
+import sys
+from sepbench import backends, cli, sweep
+from sepbench.store import Store
+
+assert backends.choose("local") is None
+sweep.run_all([], store=Store({str(tmp_path / "s.sqlite")!r}), workers=2)
+assert "ray" not in sys.modules, "ray was imported"
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_models_shows_each_models_recurrence_class() -> None:

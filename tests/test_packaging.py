@@ -14,7 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "sepbench"
-EXTRAS = {"analysis": "pandas", "datasets": "datasets", "tensorboard": "tensorboard"}
+EXTRAS = {
+    "analysis": "pandas", "datasets": "datasets", "tensorboard": "tensorboard", "ray": "ray",
+}
 OPTIONAL = ("pandas", "pyarrow", "datasets", "tensorboard", "transformers", "ray")
 """Modules the core never imports at start (the extras', and the dev-only reference models')."""
 
@@ -99,15 +101,16 @@ def test_the_command_line_starts_without_the_extras(tmp_path: Path) -> None:
     commands = [["--help"], ["export", "--help"], ["runs", "--help"], ["tasks"],
                 ["runs", "--format", "parquet", "--out", "runs.parquet"],
                 ["export", "parity", "--out", "data.parquet"],
-                ["export", "parity", "--out", "data", "--format", "hf"]]
+                ["export", "parity", "--out", "data", "--format", "hf"],
+                ["demo", "--smoke", "--backend", "ray"]]
     loaded, results = run_without_extras(commands, tmp_path)
     assert loaded == []  # none imported at start, installed or not
-    help_, export_help, runs_help, listed, parquet, export_parquet, export_hf = results
+    help_, export_help, runs_help, listed, parquet, export_parquet, export_hf, on_ray = results
     assert help_[0] == 0 and "export" in help_[1] and "runs" in help_[1]
     assert export_help[0] == 0 and "parquet" in export_help[1]
     assert runs_help[0] == 0 and listed[0] == 0 and "index_lookup" in listed[1]
     for (code, out, err), extra in ((parquet, "analysis"), (export_parquet, "analysis"),
-                                    (export_hf, "datasets")):
+                                    (export_hf, "datasets"), (on_ray, "ray")):
         assert code == 2 and err.count("\n") == 1 and not out, err
         assert err.startswith("error: ") and f"pip install 'sepbench[{extra}]'" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # only the store's folder

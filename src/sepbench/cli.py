@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -288,6 +289,34 @@ WorkersOption = Annotated[
 SeedsOption = Annotated[
     int | None, typer.Option(help="Run seeds 0..K-1 (replaces the spec's train.seed axis).")
 ]
+BackendOption = Annotated[
+    str,
+    typer.Option(help="local (a process pool on this machine) or ray (Ray tasks; needs "
+                      "sepbench[ray])."),
+]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray)."),
+]
+MaxRetriesOption = Annotated[
+    int | None,
+    typer.Option("--max-retries",
+                 help="Ray: restarts of a run whose worker or node died (default 2)."),
+]
+CheckpointsOption = Annotated[
+    Path | None,
+    typer.Option(help="Ray: checkpoint folder every node can read (default: beside the store)."),
+]
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The backend options of ``sweep`` and ``demo``, as given."""
+
+    name: str = "local"
+    address: str | None = None
+    max_retries: int | None = None
+    checkpoints: Path | None = None
 
 
 @app.command("sweep")
@@ -301,16 +330,21 @@ def sweep_command(
     out: Annotated[
         Path | None, typer.Option(help="Report directory (default: reports/<spec name>).")
     ] = None,
+    backend: BackendOption = "local",
+    address: AddressOption = None,
+    max_retries: MaxRetriesOption = None,
+    checkpoints: CheckpointsOption = None,
 ) -> None:
-    """Run a grid of experiments on a local pool of workers, through the store, and write
-    the report (claims first, one line per configuration).
+    """Run a grid of experiments on a local pool of workers or on Ray, through the store,
+    and write the report (claims first, one line per configuration).
 
     Exit code 1 when a run failed (the others still ran), 130 / 143 / 129 when stopped by
     SIGINT / SIGTERM / SIGHUP (the next sweep resumes the interrupted runs).
     """
     out = out or Path("reports") / Path(spec).stem
     result = run_sweep(
-        spec, workers=workers, smoke=smoke, force=force, store=store, seeds=seeds, out=out
+        spec, workers=workers, smoke=smoke, force=force, store=store, seeds=seeds, out=out,
+        backend=BackendChoice(backend, address, max_retries, checkpoints),
     )
     exit_for(result)
 
@@ -324,17 +358,21 @@ def run_sweep(
     store: Path | None,
     seeds: int | None,
     out: Path,
+    backend: BackendChoice,
 ) -> Any:
     """Run a sweep with a progress view; print the table (one row per configuration, seeds
     aggregated), each claim's verdict and the failures; write the report to ``out``."""
-    from sepbench import claims, summary, sweep, sweep_spec
+    from sepbench import backends, claims, summary, sweep, sweep_spec
     from sepbench.progress import sweep_progress
     from sepbench.report import write_report
     from sepbench.store import FINISHED
 
-
     if workers is not None:
         sweep.check_workers(workers)
+    chosen = backends.choose(
+        backend.name, workers=workers, address=backend.address,
+        max_retries=backend.max_retries, checkpoints=backend.checkpoints,
+    )
     opened = open_store(store)
     loaded = sweep_spec.load(spec)
     experiments = sweep_spec.expand(loaded, smoke=smoke, seeds=seeds)
@@ -343,7 +381,8 @@ def run_sweep(
     typer.echo(f"{len(experiments)} grid points, store {opened.path}")
     with sweep_progress() as on_event:
         result = sweep.run_all(
-            experiments, store=opened, workers=workers, force=force, on_event=on_event
+            experiments, store=opened, workers=workers, force=force, on_event=on_event,
+            backend=chosen,
         )
     ran = [o.run_id for o in result.outcomes if o is not None and o.run_id is not None]
     ran_records = [opened.get(run_id) for run_id in ran]
@@ -431,10 +470,15 @@ def demo(
     force: Annotated[bool, typer.Option(help="Retrain even if stored.")] = False,
     store: StoreOption = None,
     seeds: SeedsOption = None,
+    backend: BackendOption = "local",
+    address: AddressOption = None,
+    max_retries: MaxRetriesOption = None,
+    checkpoints: CheckpointsOption = None,
 ) -> None:
     """The main job: index lookup, Transformer vs LSTM vs Mamba (papers.md §2), with a report."""
     result = run_sweep(
-        "demo", workers=workers, smoke=smoke, force=force, store=store, seeds=seeds, out=out
+        "demo", workers=workers, smoke=smoke, force=force, store=store, seeds=seeds, out=out,
+        backend=BackendChoice(backend, address, max_retries, checkpoints),
     )
     exit_for(result)
 

@@ -6,6 +6,7 @@ of ``pyproject.toml`` unlocks one feature::
     analysis     pandas, pyarrow  sepbench.results(), runs/export --format parquet
     datasets     datasets         export --format hf (a Hugging Face dataset on disk)
     tensorboard  tensorboard      train.log: tensorboard
+    ray          ray              sweep / demo --backend ray (runs as Ray tasks)
 
 A module that needs one calls :func:`require` inside the function that uses it, never at import
 time, so ``import sepbench`` and ``sepbench --help`` work without any of them.

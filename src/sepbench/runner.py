@@ -9,6 +9,10 @@ log point also beats the row's heartbeat) -> evaluate the best-on-validation wei
 test stream at each evaluation length (:func:`sepbench.evaluate.evaluate`) -> write metrics,
 sizes, throughput and the training curve to the row.
 
+The middle steps, which never touch the store, are :func:`train_and_evaluate`: a backend whose
+runs execute elsewhere (:mod:`sepbench.backends.ray`) claims and records in its own process
+(:func:`claim_run`, :func:`record`) and sends only that part away.
+
 An exception marks the row ``failed`` with its one-line cause; a stop (:class:`Interrupted`,
 ``KeyboardInterrupt``) marks it ``interrupted``, its checkpoints kept for the next attempt;
 both are re-raised. A ``diverged`` run is stored as such, with ``diverged_at_step``; it is
@@ -107,7 +111,7 @@ def run(
     config_hash = experiment.config_hash()
     run_dir = store.run_dir(config_hash)
     device = resolve_device(experiment.device)
-    claim = _claim(store, experiment, config_hash, device, force=force, wait=wait, say=on_event)
+    claim = claim_run(store, experiment, str(device), force=force, wait=wait, say=on_event)
     if claim.record is not None:
         return result_from_record(claim.record, run_dir)
     run_id = claim.run_id
@@ -121,20 +125,67 @@ def run(
             on_event(event)
 
     try:
-        log_dir = run_dir / "tensorboard" / f"run-{run_id}"
-        with training_log(experiment, log_dir, None) as (log, log_record):
-            status, metrics, info, curve, resumed = _execute(
-                experiment, device, run_dir, _with_log(relay, log)
-            )
-        metrics.update(log_record)
-        store.finish(run_id, status, metrics, info, curve)
+        trained = train_and_evaluate(
+            experiment, run_dir=run_dir, log_dir=log_dir(run_dir, run_id), on_event=relay
+        )
+        return record(store, run_id, experiment, trained, run_dir)
     except Exception as error:
         _close(store, run_id, "failed", one_line(error))
         raise
     except BaseException as error:
         _close(store, run_id, "interrupted", str(error) or f"interrupted ({type(error).__name__})")
         raise
-    return RunResult(run_id, config_hash, status, metrics, False, run_dir, resumed)
+
+
+@dataclass
+class Trained:
+    """What :func:`train_and_evaluate` returns: the run's outcome, before the store has it."""
+
+    status: str
+    metrics: dict[str, Any]
+    info: dict[str, Any]
+    curve: list[dict[str, Any]]
+    resumed_from_step: int | None
+
+
+def train_and_evaluate(
+    experiment: Experiment,
+    *,
+    run_dir: Path,
+    log_dir: Path,
+    on_event: EventCallback | None = None,
+) -> Trained:
+    """The run's work, without the store: build the task and the model on the experiment's
+    device, train (continuing from the checkpoint in ``run_dir``, if there is one), evaluate.
+
+    A training log (``train.log``) is written to ``log_dir``. This is the part a remote worker
+    executes (:mod:`sepbench.backends.ray`); :func:`run` wraps it in the store's claim and
+    :func:`record`.
+    """
+    device = resolve_device(experiment.device)
+    events = on_event or (lambda event: None)
+    with training_log(experiment, log_dir, None) as (log, log_record):
+        status, metrics, info, curve, resumed = _execute(
+            experiment, device, run_dir, _with_log(events, log)
+        )
+    metrics.update(log_record)
+    return Trained(status, metrics, info, curve, resumed)
+
+
+def log_dir(run_dir: Path, run_id: int) -> Path:
+    """Where run ``run_id`` writes its training log (``train.log``): beside its checkpoints."""
+    return run_dir / "tensorboard" / f"run-{run_id}"
+
+
+def record(
+    store: Store, run_id: int, experiment: Experiment, trained: Trained, run_dir: Path
+) -> RunResult:
+    """Write a trained run's outcome, metrics and curve to its row; the run as a result."""
+    store.finish(run_id, trained.status, trained.metrics, trained.info, trained.curve)
+    return RunResult(
+        run_id, experiment.config_hash(), trained.status, trained.metrics, False, run_dir,
+        trained.resumed_from_step,
+    )
 
 
 def _with_log(relay: EventCallback, log: ProgressCallback | None) -> EventCallback:
@@ -156,19 +207,20 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
-def _claim(
+def claim_run(
     store: Store,
     experiment: Experiment,
-    config_hash: str,
-    device: torch.device,
+    device: str,
     *,
     force: bool,
     wait: bool,
-    say: EventCallback | None,
+    say: EventCallback | None = None,
 ) -> Claim:
-    """A ``running`` row for this process, or the finished run to serve; waits (saying so
-    once) or raises :class:`Busy` while another live process trains the config."""
-    config, info = experiment.resolved(), {"device": str(device)}
+    """A ``running`` row for this process, or the finished run to serve (``force``: never);
+    waits (saying so once) or raises :class:`Busy` while another live process trains the
+    config. ``device`` is recorded until the run's own report replaces it."""
+    config_hash = experiment.config_hash()
+    config, info = experiment.resolved(), {"device": device}
     said = False
     while True:
         claim = store.claim(config_hash, config, info, reuse=not force)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sepbench.backends import InProcess, Pool
+from sepbench.backends import Backend, InProcess, Pool
 from sepbench.backends.base import Emit, Ended, Job, Outcome, Planned, Runner, SweepEvent
 from sepbench.backends.signals import stop_on_signals
 from sepbench.config import Experiment
@@ -81,17 +81,23 @@ def run_all(
     force: bool = False,
     on_event: Callable[[SweepEvent], None] | None = None,
     runner: Runner = run,
+    backend: Backend | None = None,
 ) -> SweepResult:
-    """Run every distinct experiment once (longest tasks first) on ``workers`` processes.
+    """Run every distinct experiment once (longest tasks first) on ``backend``, by default
+    on ``workers`` local processes.
 
     One worker runs in this process, with torch's threads as set; more run as a
     :class:`~sepbench.backends.Pool`, each with an equal share of those threads (torch's
-    default is one per core, ``OMP_NUM_THREADS`` overrides it). SIGINT, SIGTERM and SIGHUP
-    stop the sweep (``stopped_by``).
-    ``on_event`` receives a :class:`~sepbench.backends.base.Planned` event, then the runs'
-    events. ``runner`` runs one experiment (default :func:`sepbench.runner.run`).
+    default is one per core, ``OMP_NUM_THREADS`` overrides it); ``runner`` runs one
+    experiment there (default :func:`sepbench.runner.run`). A ``backend`` given (Ray, see
+    :func:`sepbench.backends.choose`) replaces both. SIGINT, SIGTERM and SIGHUP stop the sweep
+    (``stopped_by``). ``on_event`` receives a :class:`~sepbench.backends.base.Planned` event,
+    then the runs' events.
     """
-    workers = default_workers() if workers is None else check_workers(workers)
+    if backend is None:
+        workers = default_workers() if workers is None else check_workers(workers)
+        threads = max(1, torch.get_num_threads() // workers)
+        backend = InProcess(runner) if workers == 1 else Pool(workers, threads, runner)
     emit: Emit = on_event or (lambda event: None)
     distinct: dict[str, Experiment] = {}
     for experiment in experiments:
@@ -106,8 +112,6 @@ def run_all(
         emit(event)
 
     jobs = _jobs_to_run(unique, store, force, collect)
-    threads = max(1, torch.get_num_threads() // workers)
-    backend = InProcess(runner) if workers == 1 else Pool(workers, threads, runner)
     with stop_on_signals():
         try:
             backend.execute(jobs, store.path, collect)

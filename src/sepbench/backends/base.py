@@ -98,7 +98,7 @@ Runner = Callable[..., RunResult]
 
 class Backend(Protocol):
     """Where runs execute: :class:`~sepbench.backends.inprocess.InProcess`,
-    :class:`~sepbench.backends.pool.Pool` (a Ray backend would be a third)."""
+    :class:`~sepbench.backends.pool.Pool` or :class:`~sepbench.backends.ray.Ray`."""
 
     def execute(self, jobs: list[Job], store_path: Path, emit: Emit) -> None:
         """Run every job, emitting one :class:`Ended` per job; raise
