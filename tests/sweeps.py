@@ -34,22 +34,20 @@ def write_spec(path: Path, grid: dict[str, Any], **train: Any) -> Path:
     return path
 
 
-def failing_runner(experiment: Any, *, on_event: Any, **kwargs: Any) -> RunResult:
-    """:func:`sepbench.runner.run`, except that the experiment named ``boom`` raises at its
-    first log point."""
+def raising_relay(experiment: Any, on_event: Any) -> Any:
+    """Events to ``on_event``, except that the experiment named ``boom`` raises at the first."""
 
     def relay(event: Any) -> None:
         if experiment.name == "boom":
             raise RuntimeError("boom: this run raises on purpose\nsecond line of the message")
         on_event(event)
 
-    return run(experiment, on_event=relay, **kwargs)
+    return relay
 
 
-def killing_runner(experiment: Any, *, store: Store, on_event: Any, **kwargs: Any) -> RunResult:
-    """:func:`sepbench.runner.run`, except that the worker running the experiment named
-    ``oom`` SIGKILLs itself (as the kernel's OOM killer would) once, after step 20."""
-    marker = store.path.parent / "killed-once"
+def killing_relay(experiment: Any, on_event: Any, marker: Path) -> Any:
+    """Events to ``on_event``; the process training the experiment named ``oom`` SIGKILLs
+    itself once (``marker`` remembers it) after step 20."""
 
     def relay(event: Any) -> None:
         on_event(event)
@@ -58,6 +56,19 @@ def killing_runner(experiment: Any, *, store: Store, on_event: Any, **kwargs: An
             marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
 
+    return relay
+
+
+def failing_runner(experiment: Any, *, on_event: Any, **kwargs: Any) -> RunResult:
+    """:func:`sepbench.runner.run`, except that the experiment named ``boom`` raises at its
+    first log point."""
+    return run(experiment, on_event=raising_relay(experiment, on_event), **kwargs)
+
+
+def killing_runner(experiment: Any, *, store: Store, on_event: Any, **kwargs: Any) -> RunResult:
+    """:func:`sepbench.runner.run`, except that the worker running the experiment named
+    ``oom`` SIGKILLs itself (as the kernel's OOM killer would) once, after step 20."""
+    relay = killing_relay(experiment, on_event, store.path.parent / "killed-once")
     return run(experiment, store=store, on_event=relay, **kwargs)
 
 
@@ -68,12 +79,7 @@ def failing_trainer(experiment: Any, *, run_dir: Path, on_event: Any, **kwargs: 
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     with (run_dir.parent / "attempts").open("a") as attempts:
         attempts.write(f"{experiment.name or 'unnamed'}\n")
-
-    def relay(event: Any) -> None:
-        if experiment.name == "boom":
-            raise RuntimeError("boom: this run raises on purpose\nsecond line of the message")
-        on_event(event)
-
+    relay = raising_relay(experiment, on_event)
     return train_and_evaluate(experiment, run_dir=run_dir, on_event=relay, **kwargs)
 
 
@@ -81,15 +87,7 @@ def killing_trainer(experiment: Any, *, run_dir: Path, on_event: Any, **kwargs: 
     """:func:`sepbench.runner.train_and_evaluate`, except that the Ray worker training the
     experiment named ``oom`` SIGKILLs itself once, after step 20 (marker file ``killed-once``
     beside the run's folder)."""
-    marker = run_dir.parent / "killed-once"
-
-    def relay(event: Any) -> None:
-        on_event(event)
-        late = isinstance(event, ProgressEvent) and event.step >= 20
-        if experiment.name == "oom" and late and not marker.exists():
-            marker.touch()
-            os.kill(os.getpid(), signal.SIGKILL)
-
+    relay = killing_relay(experiment, on_event, run_dir.parent / "killed-once")
     return train_and_evaluate(experiment, run_dir=run_dir, on_event=relay, **kwargs)
 
 
