@@ -11,7 +11,11 @@ from pathlib import Path
 
 
 def _everything(folder: Path) -> list[Path]:
-    return [folder, *sorted(folder.rglob("*"))]
+    """The folder and what it holds, except SQLite's shared-memory index (``*-shm``): the store's
+    processes have it mapped, and a write through a mapping of an immutable file is a SIGBUS,
+    which is not what a folder turned read-only does to files already open (chmod leaves open
+    mappings alone)."""
+    return [folder, *sorted(p for p in folder.rglob("*") if not p.name.endswith("-shm"))]
 
 
 def make_read_only(folder: Path) -> None:
