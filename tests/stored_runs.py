@@ -38,15 +38,19 @@ def add_run(
     state_size: int = 100,
     steps: int = 10,
     val: float = 0.5,
+    answer: dict[int, float] | None = None,
     **dotted: Any,
 ) -> RunRecord:
     """Store one finished run of ``experiment_config(**dotted)`` with these test accuracies
-    and ``val`` as its best validation accuracy."""
+    (and ``answer`` accuracies, as a generating run stores), and ``val`` as its best
+    validation accuracy."""
     experiment = experiment_from_dict(experiment_config(**dotted))
     run_id = store.start(experiment.config_hash(), experiment.resolved(), {"device": "cpu"})
     metrics: dict[str, Any] = {"steps_run": steps, "best_val_accuracy": val}
     if accuracy is not None:
         metrics["test_accuracy"] = {str(n): a for n, a in accuracy.items()}
+    if answer is not None:
+        metrics["test_answer_accuracy"] = {str(n): a for n, a in answer.items()}
     if status == "failed":
         store.fail(run_id, "RuntimeError: boom")
     else:

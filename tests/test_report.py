@@ -13,7 +13,7 @@ from sepbench.aggregate import group_runs
 from sepbench.claims import parse_claims
 from sepbench.errors import SepbenchError
 from sepbench.labels import model_summary
-from sepbench.report import accuracy_figure, write_report
+from sepbench.report import accuracy_figure, figure_metric, write_report
 from sepbench.store import Store
 from tests.stored_runs import add_run
 
@@ -133,6 +133,40 @@ def test_runs_differing_only_in_mode_get_a_panel_each_with_its_own_chance(
     assert [len(a.get_legend_handles_labels()[1]) for a in figure.axes] == [2, 2]
     (table,) = parse_tables(write_report(store, tmp_path / "out").html.read_text())
     assert sorted(row["task.params.cot"] for row in table) == ["false", "true"]
+
+
+def test_generating_runs_draw_the_answer_metric_in_one_colour_per_model_across_panels(
+    store: Store, tmp_path: Path
+) -> None:
+    """Wen et al.'s picture (papers.md §1): the label after the trace against N, one panel per
+    mode, chance 1/2 in each, a model's line the same colour in every panel; the table gives
+    the whole-trace exact match beside it."""
+    for mode in ("cot", "retrieval"):
+        for model, answer in (("transformer", 0.9), ("lstm", 0.6)):
+            for seed in (0, 1):
+                add_run(store, {6: 0.1}, answer={6: answer}, task__name="is_tree",
+                        task__length=6, task__params={"mode": mode}, model__name=model,
+                        train__seed=seed)
+    groups = group_runs(store.runs())
+    assert figure_metric(groups) == "test_answer_accuracy"
+    figure = accuracy_figure("is_tree", groups, metric="test_answer_accuracy")
+    assert "answer accuracy" in figure.axes[0].get_ylabel()
+    colours = []
+    for axes in figure.axes:
+        drawn = [line for line in axes.get_lines() if line.get_marker() == "o"]
+        chance = [line for line in axes.get_lines() if line.get_linestyle() == "--"]
+        assert [line.get_ydata()[0] for line in chance] == [0.5]
+        assert sorted(line.get_ydata()[0] for line in drawn) == [0.6, 0.9]
+        colours.append({line.get_ydata()[0]: line.get_color() for line in drawn})
+    assert colours[0] == colours[1] and len(set(colours[0].values())) == 2
+    report = write_report(store, tmp_path / "out")
+    (table,) = parse_tables(report.html.read_text())
+    assert {row["answer accuracy (final answer, mean ± 95% t)"] for row in table} == {
+        "6: 0.900 ± 0.000", "6: 0.600 ± 0.000"
+    }
+    assert {row["test accuracy (mean ± 95% t interval)"] for row in table} == {"6: 0.100 ± 0.000"}
+    add_run(store, {6: 0.1}, task__name="is_tree", task__length=6, task__params={"mode": "cot"})
+    assert figure_metric(group_runs(store.runs())) == "test_accuracy"  # one teacher-forced run
 
 
 def test_the_report_opens_with_the_claims_and_draws_state_size_for_lookup(

@@ -7,10 +7,14 @@ seed has no bar and its legend entry says ``n=1``. The page opens with the claim
 
 - test accuracy against test length: one line per configuration, labelled by the model
   summary and exactly the config fields that vary among the lines of its panel
-  (:mod:`sepbench.labels`); one panel per task mode (``mode``, ``cot``, ``filler``,
-  ``variant``) where the runs differ in it; the training lengths stated on the x axis; chance
-  from the task itself (:meth:`~sepbench.tasks.base.Task.chance`: the best guess that ignores
-  the prompt), one dashed line per distinct task;
+  (:mod:`sepbench.labels`), in the same colour in every panel; one panel per task mode
+  (``mode``, ``cot``, ``filler``, ``variant``) where the runs differ in it; the training
+  lengths stated on the x axis; chance from the task itself
+  (:meth:`~sepbench.tasks.base.Task.chance`: the best guess that ignores the prompt), one
+  dashed line per distinct task. Where every run generated freely (and so stored the
+  ``answer`` metric), the figure draws the answer accuracy, Wen et al.'s generation metric
+  (papers.md §1), with its own chance (:meth:`~sepbench.tasks.base.Task.answer_chance`); the
+  table gives both;
 - for the retrieval tasks, accuracy against state size (log scale), one panel per test length:
   the lower bounds of papers.md §1-2 are on state against N;
 - validation accuracy against training step, one panel per training length, every seed drawn;
@@ -132,7 +136,7 @@ def task_section(
 ) -> tuple[str, list[Path]]:
     """A task's heading, figures and table; returns the HTML and the figure files."""
     colors = line_colors(groups)
-    figures = [("accuracy", accuracy_figure(name, groups, colors))]
+    figures = [("accuracy", accuracy_figure(name, groups, colors, figure_metric(groups)))]
     if name in STATE_SIZE_TASKS:
         figures.append(("state_size", state_size_figure(name, groups)))
     figures.append(("curves", curves_figure(name, groups, store, colors)))
@@ -202,18 +206,42 @@ def panels(groups: Sequence[Group]) -> list[tuple[str, list[Group]]]:
 
 def line_colors(groups: Sequence[Group]) -> dict[str, str]:
     """One colour per line (configuration across N), keyed by each group's canonical config,
-    so that a configuration has the same colour in every figure of its task."""
-    return {
-        canonical(group.config): f"C{index % 10}"
-        for index, line in enumerate(lines(groups))
-        for group in line.groups
-    }
+    so that a configuration has the same colour in every figure of its task; lines that differ
+    only in the task mode (one per panel) share theirs."""
+    by_line: dict[str, str] = {}
+    colors = {}
+    for line in lines(groups):
+        key = canonical(modeless(line.config))
+        color = by_line.setdefault(key, f"C{len(by_line) % 10}")
+        colors.update({canonical(group.config): color for group in line.groups})
+    return colors
+
+
+def modeless(config: dict) -> dict:
+    """``config`` without the task's mode parameters (what tells the panels apart)."""
+    params = config["task"].get("params", {})
+    task = {**config["task"], "params": {k: v for k, v in params.items() if k not in MODE_PARAMS}}
+    return {**config, "task": task}
+
+
+ANSWER = "test_answer_accuracy"
+
+
+def figure_metric(groups: Sequence[Group]) -> str:
+    """The ``answer`` metric where every run of the task stored it (free generation), else
+    ``test_accuracy`` (the whole completion)."""
+    stored = all(ANSWER in r.metrics for g in groups for r in g.records)
+    return ANSWER if stored else "test_accuracy"
 
 
 def accuracy_figure(
-    task: str, groups: Sequence[Group], colors: dict[str, str] | None = None
+    task: str,
+    groups: Sequence[Group],
+    colors: dict[str, str] | None = None,
+    metric: str = "test_accuracy",
 ) -> plt.Figure:
-    """Test accuracy against test length, one panel per task mode, one line per config."""
+    """Test accuracy (``metric``) against test length, one panel per task mode, one line per
+    config."""
     colors = colors or line_colors(groups)
     split = panels(groups)
     figure, all_axes = plt.subplots(
@@ -223,7 +251,7 @@ def accuracy_figure(
         drawn = lines(members)
         fields = varying_fields([line.config for line in drawn])
         for line in drawn:
-            by_length = line.metric()
+            by_length = line.metric(metric)
             axes.errorbar(
                 list(by_length),
                 [e.mean for e in by_length.values()],
@@ -233,8 +261,8 @@ def accuracy_figure(
                 color=colors[canonical(line.groups[0].config)],
                 label=f"{label(line.config, fields)} ({seeds_text(by_length.values())})",
             )
-        draw_chance(axes, drawn)
-        axes.set_xticks(sorted({n for line in drawn for n in line.metric()}))
+        draw_chance(axes, drawn, answer=metric == ANSWER)
+        axes.set_xticks(sorted({n for line in drawn for n in line.metric(metric)}))
         axes.set(
             title=f"{task}: {title}" if title else task,
             xlabel=length_axis(drawn),
@@ -242,7 +270,8 @@ def accuracy_figure(
         )
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7)
-    all_axes[0][0].set_ylabel("test accuracy (mean, 95% t interval)")
+    quantity = "answer accuracy (the final answer)" if metric == ANSWER else "test accuracy"
+    all_axes[0][0].set_ylabel(f"{quantity} (mean, 95% t interval)")
     figure.tight_layout()
     return figure
 
@@ -265,8 +294,9 @@ def seeds_text(estimates: Sequence[Estimate]) -> str:
     return f"n={counts[0]}" if len(counts) == 1 else f"n={counts[0]}-{counts[-1]}"
 
 
-def draw_chance(axes: plt.Axes, drawn: Sequence[Line]) -> None:
-    """Each distinct task's chance at the lengths its lines were tested at."""
+def draw_chance(axes: plt.Axes, drawn: Sequence[Line], answer: bool = False) -> None:
+    """Each distinct task's chance at the lengths its lines were tested at (with ``answer``,
+    the chance of the final answer alone)."""
     by_task: dict[str, tuple[dict, set[int]]] = {}
     for line in drawn:
         task = line.config["task"]
@@ -276,7 +306,7 @@ def draw_chance(axes: plt.Axes, drawn: Sequence[Line]) -> None:
     for index, (task, lengths) in enumerate(by_task.values()):
         built = tasks.get(task["name"], **task.get("params", {}))
         xs = sorted(lengths)
-        ys = [built.chance(n) for n in xs]
+        ys = [built.answer_chance(n) if answer else built.chance(n) for n in xs]
         name = f"chance {ys[0]:.3g}" if len(set(ys)) == 1 else "chance"
         if several:
             name += f" ({built.describe()})"

@@ -5,7 +5,8 @@ A row summarises runs: one run (``sepbench runs``, :func:`run_rows`), or the see
 configuration (the sweep's table and the report's table, :func:`configuration_rows`; see
 :mod:`sepbench.aggregate`). The cells are the same in both: model, training length, status,
 steps, wall time, parameters, state size and test accuracy, the last as the mean over seeds with
-its 95 % Student-t half-interval (``0.912 ± 0.034``; one seed has none).
+its 95 % Student-t half-interval (``0.912 ± 0.034``; one seed has none); runs that generated
+freely add the ``answer`` accuracy (the final answer after any trace, papers.md §1).
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ CONFIGURATION_TAIL = [
     Column("runs", "runs"),
 ]
 
+ANSWER_COLUMN = Column("test_answer_accuracy", "answer accuracy (final answer, mean ± 95% t)")
+ACCURACIES = ("test_accuracy", ANSWER_COLUMN.key)
+
 LINE_AXES = ("model", "task.length", "eval.lengths")
 
 
@@ -76,6 +80,7 @@ def summary_cells(records: Sequence[RunRecord], *, one_run: bool = False) -> dic
     """The cells every summary row has, over ``records``: a configuration's seeds, or with
     ``one_run`` a single run listed as such (its accuracy without the seed count)."""
     first = records[0]
+    group = Group(first.config, list(records))
     statuses = Counter(r.status for r in records)
     return {
         "task": first.task,
@@ -89,9 +94,11 @@ def summary_cells(records: Sequence[RunRecord], *, one_run: bool = False) -> dic
         "wall_time_s": _mean_text([r.wall_time_s for r in records]),
         "num_parameters": _span([r.num_parameters for r in records]),
         "state_size": _span([r.state_size for r in records]),
-        "test_accuracy": accuracy_text(
-            Group(first.config, list(records)).metric(), len(records), one_run=one_run
-        ),
+        **{
+            metric: accuracy_text(group.metric(metric), len(records), one_run=one_run)
+            for metric in ACCURACIES
+            if metric == "test_accuracy" or group.values(metric)
+        },
     }
 
 
@@ -132,6 +139,8 @@ def configuration_rows(groups: Sequence[Group]) -> tuple[list[Column], list[dict
         *[Column(f"chosen {path}", f"{path} (chosen on validation, of)") for path in chosen],
         *CONFIGURATION_TAIL,
     ]
+    if any(g.values(ANSWER_COLUMN.key) for g in groups):
+        columns.insert(-1, ANSWER_COLUMN)
     rows = []
     for group in sorted(groups, key=lambda g: (g.task, label(g.config, fields), g.train_length)):
         rows.append(

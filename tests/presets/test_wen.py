@@ -49,3 +49,38 @@ def test_wen_paper_runs_a_step_of_its_largest_hybrid(tmp_path: Path) -> None:
     result = sepbench.run(small, store=Store(tmp_path / "s.sqlite"))
     assert result.status == "done" and result.metrics["steps_run"] == 1
     assert set(result.metrics["test_accuracy"]) == {64}
+
+
+def test_wen_is_parameter_matched_with_a_learning_rate_grid_and_three_seeds() -> None:
+    """The CPU preset: 4 models x 3 modes x 3 N x 2 rates x 3 seeds, every model within 10 %
+    of its target (papers.md §1's matching), the rate chosen on validation."""
+    spec = load("wen")
+    experiments = expand(spec)
+    assert len(experiments) == 4 * 3 * 3 * 2 * 3
+    assert spec.selection(experiments).over == ("train.lr",)
+    for experiment in experiments:
+        model = experiment.resolved()["model"]
+        count = count_parameters(model, len(experiment.build_task().vocab))
+        target = experiment.model.params_target
+        assert abs(count - target) <= 0.1 * target, (model["name"], count, target)
+        assert experiment.eval.mode == "generate"
+    budgets = {(e.train.steps, e.train.batch_size) for e in experiments}
+    assert budgets == {(800, 32)}
+
+
+def test_wen_smoke_runs_every_model_and_mode_and_reports_the_answer_metric(
+    tmp_path: Path,
+) -> None:
+    """`sepbench sweep wen --smoke`: 12 runs (4 models x 3 modes), a table with both metrics
+    and a report that opens with the six claims."""
+    from tests.test_cli import sepbench as cli
+
+    out = tmp_path / "report"
+    result = cli("sweep", "wen", "--smoke", "--workers", "1",
+                 "--store", str(tmp_path / "s.sqlite"), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "answer accuracy" in result.stdout and result.stdout.count("claim ") == 6
+    assert len(Store(tmp_path / "s.sqlite").runs()) == 12
+    page = (out / "report.html").read_text()
+    assert page.index("<h2>Claims</h2>") < page.index("<h2>is_tree</h2>")
+    assert (out / "is_tree_accuracy.png").exists()

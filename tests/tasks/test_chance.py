@@ -94,3 +94,26 @@ def test_chance_states_the_papers_levels(name: str, params: dict, expected: floa
 def test_chance_rejects_a_bad_length() -> None:
     with pytest.raises(ValueError, match="length"):
         tasks.get("dyck").chance(5)
+
+
+TRACED = [(name, params, n) for name, params, lengths in CASES for n in lengths[:1]]
+TRACED = [case for case in TRACED if tasks.get(case[0], **case[1]).traced]
+
+
+@pytest.mark.parametrize(("name", "params", "length"), TRACED, ids=lambda value: str(value))
+def test_answer_chance_matches_the_commonest_sampled_answer(
+    name: str, params: dict[str, Any], length: int
+) -> None:
+    """The ``answer`` metric's chance: the commonest final answer, whatever the trace."""
+    task = tasks.get(name, **params)
+    chance = task.answer_chance(length)
+    batch = task.sample(np.random.default_rng(11), EXAMPLES, length)
+    sampled = Counter(batch.answers).most_common(1)[0][1] / EXAMPLES
+    tolerance = 4 * math.sqrt(chance * (1 - chance) / EXAMPLES) + 2 / EXAMPLES
+    assert abs(sampled - chance) <= tolerance, (chance, sampled)
+
+
+def test_is_tree_answer_chance_is_a_coin_in_every_mode() -> None:
+    """papers.md §1: chance for the generation metric is 1/2 with or without a trace."""
+    for mode in ("none", "cot", "retrieval"):
+        assert tasks.get("is_tree", mode=mode).answer_chance(16) == 0.5

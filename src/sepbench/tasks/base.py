@@ -144,6 +144,10 @@ class Batch:
         )
 
 
+TRACE_OFF = {"cot": False, "filler": False, "mode": "none"}
+"""The task parameters that turn a trace on, each at its value without one."""
+
+
 class Task(ABC):
     """A separation task. Subclasses set the class attributes and implement three methods.
 
@@ -198,6 +202,16 @@ class Task(ABC):
         Computed from the generator's distribution, never sampled; every task's value is tested
         against a sampled estimate.
         """
+
+    def answer_chance(self, length: int) -> float:
+        """Chance of the ``answer`` metric (the final answer alone, whatever the trace): the
+        :meth:`chance` of the same task without its trace. A trace (CoT, filler, retrieval
+        calls) is written after the prompt, so it leaves the prompts and their answers as they
+        are; for IsTree it is 1/2 (papers.md §1)."""
+        if not self.traced:
+            return self.chance(length)
+        untraced = {key: TRACE_OFF.get(key, value) for key, value in self.params.items()}
+        return type(self)(**untraced).chance(length)
 
     def max_length(self) -> int | None:
         """The largest allowed ``length`` (None: unbounded). Override when the vocab caps it."""
