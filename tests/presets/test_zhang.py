@@ -48,12 +48,16 @@ def matches(config: dict[str, Any], where: dict[str, Any]) -> bool:
     )
 
 
-def test_zhang_is_two_tasks_three_modes_seven_models_three_seeds() -> None:
-    experiments = expand(load("zhang"))
-    assert len(experiments) == 126 == len({e.config_hash() for e in experiments})
+def test_zhang_is_two_tasks_three_modes_seven_models_two_rates_three_seeds() -> None:
+    spec = load("zhang")
+    experiments = expand(spec)
+    assert len(experiments) == 252 == len({e.config_hash() for e in experiments})
     cells = Counter((e.task.name, mode(e)) for e in experiments)
-    assert cells == {(t, m): 21 for t in ("parity", "state_tracking") for m in (
+    assert cells == {(t, m): 42 for t in ("parity", "state_tracking") for m in (
         "direct", "cot", "filler")}
+    assert spec.selection(experiments).over == ("train.lr",)
+    for name in {e.model.name for e in experiments}:  # every model, the same grid
+        assert {e.train.lr for e in experiments if e.model.name == name} == {0.001, 0.003}
     for experiment in experiments:
         assert experiment.task.length == 20
         assert experiment.eval_lengths == list(range(10, 101, 10))
