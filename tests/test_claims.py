@@ -171,3 +171,13 @@ def test_a_list_of_values_in_where_matches_any_of_them() -> None:
     assert not matches({"model": ["gru", "mamba"]}, resolved[0])
     assert matches({"eval.lengths": [8]}, resolved[0])
     assert not matches({"eval.lengths": [8, 16]}, resolved[0])
+
+
+def test_model_depth_selects_by_the_number_of_layers() -> None:
+    """Bhattamishra et al.'s Dyck figure (papers.md §2) tells a one-layer Transformer from a
+    two-layer one; the resolved ``model.layers`` is a list of per-layer specs."""
+    one, two = (
+        experiment_from_dict(experiment_config(model__layers=depth)).resolved() for depth in (1, 2)
+    )
+    assert matches({"model.depth": 1}, one) and not matches({"model.depth": 1}, two)
+    assert matches({"model": "transformer", "model.depth": 2}, two)

@@ -93,7 +93,7 @@ def test_export_writes_jsonl_that_round_trips(tmp_path: Path) -> None:
         (["runs", "--status", "sleeping"], "running, done, diverged, failed, interrupted"),
         (["show", "999"], "no run with id 999"),
         (["sweep", "no_such_preset"],
-         "presets: bhattamishra-critical, bhattamishra-critical-paper, bhattamishra-index"),
+         "presets: bhattamishra-critical, bhattamishra-critical-paper, bhattamishra-dyck"),
     ],
 )
 def test_bad_input_gets_one_line_and_exit_code_2(

@@ -13,7 +13,8 @@ A preset or sweep spec may declare ``claims:``, a list of::
 
 ``where`` selects runs by config field: a dotted path of the resolved config
 (``task.params.mode``, ``train.lr``), or a short name that ends exactly one such path (``lr``,
-``width``); ``model`` and ``task`` stand for ``model.name`` and ``task.name``; a list of
+``width``); ``model`` and ``task`` stand for ``model.name`` and ``task.name``, and
+``model.depth`` is the model's number of layers (its resolved ``layers`` is a list); a list of
 values for a field that is not itself a list (``model: [lstm, gru]``) matches any of them.
 ``at`` picks test lengths among those the selected runs were set to test (every run counts
 here, failed ones too, so a length whose runs all failed is missing rather than forgotten).
@@ -259,7 +260,7 @@ def _planned(metric: str, record: RunRecord) -> list[int]:
 def matches(where: dict[str, Any], config: dict[str, Any]) -> bool:
     """Does ``config`` have every ``where`` field at the given value? Numbers compare as
     numbers, so ``lr: 1e-3`` (a string to YAML) matches 0.001."""
-    flat = flatten(config)
+    flat = claim_fields(config)
     return all(
         _same(flat.get(resolve_field(key, flat), _ABSENT), value) for key, value in where.items()
     )
@@ -286,7 +287,7 @@ def _same(stored: Any, wanted: Any) -> bool:
 def check_fields(claims: Sequence[Claim], configs: Sequence[dict[str, Any]]) -> None:
     """Every ``where`` field names a field of at least one of ``configs`` (the sweep's
     resolved configs), so a typo fails before the sweep runs, not after."""
-    flats = [flatten(config) for config in configs]
+    flats = [claim_fields(config) for config in configs]
     for index, claim in enumerate(claims):
         for key in claim.where:
             if not any(resolve_field(key, flat) in flat for flat in flats):
@@ -294,6 +295,15 @@ def check_fields(claims: Sequence[Claim], configs: Sequence[dict[str, Any]]) -> 
                     f"claims[{index}].where.{key}: no such config field in this sweep; "
                     "write a dotted path (task.params.mode, train.lr) or model / task"
                 )
+
+
+def claim_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """The flattened config a ``where`` reads, with ``model.depth`` (the number of layers)."""
+    flat = flatten(config)
+    layers = (config.get("model") or {}).get("layers")
+    if isinstance(layers, list):
+        flat["model.depth"] = len(layers)
+    return flat
 
 
 def resolve_field(key: str, flat: dict[str, Any]) -> str:
