@@ -12,6 +12,7 @@ import torch
 from sepbench import checkpoint, training_sets
 from sepbench import train as train_module
 from sepbench.config import Experiment, experiment_from_dict
+from sepbench.errors import SepbenchError
 from sepbench.tasks.base import Batch
 from sepbench.train import (
     Notice,
@@ -234,3 +235,35 @@ def test_warmup_then_cosine_to_zero_or_constant() -> None:
     assert factor(110) == pytest.approx(0.0, abs=1e-12)
     constant = _lr_factor(experiment(steps=110, warmup_steps=10, schedule="constant"))
     assert constant(100) == 1.0
+
+
+def index_lookup(train_lengths: str, **train_fields: Any) -> Experiment:
+    return experiment_from_dict({
+        "task": {"name": "index_lookup", "length": 30},
+        "model": {"name": "lstm", "width": 8, "layers": 1},
+        "train": {"steps": 4, "batch_size": 64, "lr": 1e-3, "train_lengths": train_lengths,
+                  **train_fields},
+        "eval": {"examples": 8},
+    })
+
+
+def test_per_batch_lengths_follow_the_task_distribution_without_padding() -> None:
+    """``train_lengths: batch``: one k ~ U{10..N} per batch (papers.md §2's sampling), so a
+    batch is never padded, and over many batches the lengths are those of ``task``."""
+    config = index_lookup("batch")
+    task = config.build_task()
+    stream = TrainingBatches(config, task, np.random.default_rng(0))
+    per_batch = []
+    for _ in range(300):
+        batch = next(stream)
+        assert len(set(batch.lengths.tolist())) == 1 and batch.tokens.shape[1] == batch.lengths[0]
+        per_batch.append(int(batch.lengths[0]))
+    mixed = next(TrainingBatches(index_lookup("task"), task, np.random.default_rng(0)))
+    assert len(set(mixed.lengths.tolist())) > 1
+    assert set(mixed.lengths.tolist()) <= set(range(min(per_batch), max(per_batch) + 1))
+    assert abs(np.mean(per_batch) - np.mean(mixed.lengths)) < 2.5
+
+
+def test_per_batch_lengths_refuse_a_fixed_training_set() -> None:
+    with pytest.raises(SepbenchError, match=r"train\.train_lengths: batch draws fresh batches"):
+        index_lookup("batch", dataset_size=100)

@@ -73,8 +73,11 @@ class TrainConfig(_Section):
 
     ``dataset_size``: None draws fresh batches every step; an int draws a fixed training set of
     that many examples once and cycles through it in shuffled epochs (Wen et al.'s set-up).
-    ``train_lengths``: ``task`` samples the task's training length distribution (e.g. index
-    lookup's k ~ U{10..N}); ``fixed`` trains at exactly ``task.length``.
+    ``train_lengths``: ``task`` samples the task's training length distribution per example
+    (e.g. index lookup's k ~ U{10..N}); ``batch`` draws one length per batch from the same
+    distribution, so no batch is padded to the longest of its examples (the same lengths on
+    average, fewer padded positions: cheaper steps; fresh batches only); ``fixed`` trains at
+    exactly ``task.length``.
     ``early_stop``: stop once validation accuracy reaches this value (None: never).
     ``log``: ``tensorboard`` also writes the training scalars as TensorBoard events
     (:mod:`sepbench.training_log`); a log does not change the result, so the hash leaves it out.
@@ -90,7 +93,7 @@ class TrainConfig(_Section):
     schedule: Literal["cosine", "constant"] = "cosine"
     grad_clip: float | None = Field(default=1.0, gt=0)
     dataset_size: int | None = Field(default=None, ge=1)
-    train_lengths: Literal["task", "fixed"] = "task"
+    train_lengths: Literal["task", "batch", "fixed"] = "task"
     early_stop: float | None = Field(default=None, gt=0, le=1)
     val_interval: int = Field(default=250, ge=1)
     val_examples: int = Field(default=500, ge=1)
@@ -100,6 +103,11 @@ class TrainConfig(_Section):
     def _betas_in_range(self) -> TrainConfig:
         if not all(0 <= beta < 1 for beta in self.betas):
             raise SepbenchError(f"train.betas: each must be in [0, 1), got {list(self.betas)}")
+        if self.train_lengths == "batch" and self.dataset_size is not None:
+            raise SepbenchError(
+                "train.train_lengths: batch draws fresh batches; with train.dataset_size use "
+                "task or fixed"
+            )
         return self
 
 

@@ -375,7 +375,8 @@ class TrainingBatches:
         config = experiment.train
         self.task, self.rng, self.seed = task, rng, config.seed
         self.batch_size, self.length = config.batch_size, experiment.task.length
-        self.varied, self.step = config.train_lengths == "task", 0
+        self.lengths, self.step = config.train_lengths, 0
+        self.varied = self.lengths == "task"
         self.dataset: training_sets.TrainingSet | None = None
         if config.dataset_size is not None:
             spec = training_sets.TrainingSetSpec(
@@ -393,9 +394,12 @@ class TrainingBatches:
 
     def __next__(self) -> Batch:
         self.step += 1
-        if self.dataset is None:
-            return self.task.sample(self.rng, self.batch_size, self.length, train=self.varied)
-        return next(self.epochs)
+        if self.dataset is not None:
+            return next(self.epochs)
+        if self.lengths == "batch":
+            length = int(self.task.train_lengths(self.rng, 1, self.length)[0])
+            return self.task.generate_lengths(self.rng, np.full(self.batch_size, length, np.int64))
+        return self.task.sample(self.rng, self.batch_size, self.length, train=self.varied)
 
     def state(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state, "step": self.step}
