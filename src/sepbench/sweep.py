@@ -18,11 +18,13 @@ from dataclasses import dataclass
 
 import torch
 
+from sepbench.aggregate import run_seed
 from sepbench.backends import Backend, InProcess, Pool
 from sepbench.backends.base import Emit, Ended, Job, Outcome, Planned, Runner, SweepEvent
 from sepbench.backends.signals import stop_on_signals
 from sepbench.config import Experiment
 from sepbench.errors import SepbenchError
+from sepbench.labels import config_summary
 from sepbench.runner import Interrupted, result_from_record, run
 from sepbench.store import Store
 
@@ -59,17 +61,16 @@ def check_workers(workers: object) -> int:
 
 
 def label(experiment: Experiment) -> str:
-    """A short name for a run in progress displays."""
-    model, task, construction = experiment.model, experiment.task, experiment.construction
+    """A short name for a run in progress displays: the resolved model's summary (a hybrid's
+    layers, a matched size) or the construction's, the task, the seed and the hash."""
+    resolved, task = experiment.resolved(), experiment.task
     name = f"{experiment.name} · " if experiment.name else ""
-    if construction is not None:
-        built, seed = f"construction {construction.name}", construction.seed
-    else:
-        layers = f" L{model.layers}" if model.layers else ""
-        built, seed = f"{model.name} w{model.width}{layers}", experiment.train.seed
+    built = config_summary(resolved)
+    if experiment.construction is not None:
+        built = f"construction {built}"
     return (
         f"{name}{built} · {task.name} N={task.length} "
-        f"· seed {seed} · {experiment.config_hash()[:8]}"
+        f"· seed {run_seed(resolved)} · {experiment.config_hash()[:8]}"
     )
 
 
