@@ -462,6 +462,79 @@ def critical_command(
     exit_for(result)
 
 
+@app.command("suite")
+def suite_command(
+    mixer: Annotated[
+        str | None,
+        typer.Argument(help="package.module:Class, file.py:Class or a model name."),
+    ] = None,
+    budget: Annotated[str, typer.Option(help="cpu (about 30 min on 2 cores) or full.")] = "cpu",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Mixer constructor keyword k=v.")
+    ] = None,
+    seeds: SeedsOption = None,
+    refresh_baselines: Annotated[
+        bool, typer.Option(help="Measure the project's baselines and rewrite their file.")
+    ] = False,
+    workers: WorkersOption = None,
+    store: StoreOption = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report directory (default: reports/suite-<mixer>).")
+    ] = None,
+) -> None:
+    """The separation suite: one configuration per claim family for a mixer, placed beside the
+    shipped baselines with a verdict per family; prints the table and writes the report.
+
+    Exit code 1 when a run failed, 130 / 143 / 129 when stopped (the same command resumes).
+    """
+    from sepbench import suite as separation
+    from sepbench.progress import sweep_progress
+    from sepbench.suite import baselines, definition
+    from sepbench.suite import report as suite_report
+
+    if workers is not None:
+        from sepbench.sweep import check_workers
+
+        check_workers(workers)
+    if (mixer is None) == (not refresh_baselines):
+        raise SepbenchError(
+            "suite: name a MIXER (package.module:Class, file.py:Class or a model name) "
+            "or give --refresh-baselines, not both"
+        )
+    suite, opened = definition.load(budget), open_store(store)
+    if refresh_baselines:
+        measured = []
+        for baseline in suite.baselines:
+            with sweep_progress() as on_event:
+                model, result = separation.measure(
+                    suite, baseline.model, baseline.kind, store=opened, seeds=seeds,
+                    workers=workers, on_event=on_event,
+                )
+            exit_for(result)
+            measured.append(model)
+        command = f"sepbench suite --refresh-baselines --budget {budget}" + (
+            f" --seeds {seeds}" if seeds else "")
+        written = baselines.save(suite, measured, seeds or suite.seeds, command)
+        typer.echo(f"baselines of {len(measured)} models: {written}")
+        return
+    model_config = definition.user_model(suite, mixer, parse_assignments(param, "--param"))
+    with sweep_progress() as on_event:
+        measured_model, result = separation.measure(
+            suite, model_config, "yours", store=opened, seeds=seeds, workers=workers,
+            on_event=on_event,
+        )
+    shipped = baselines.load(suite)
+    typer.echo(suite_report.text(suite, measured_model, shipped))
+    if shipped is not None and shipped.stale(suite):
+        typer.echo("note: the baselines were measured on an earlier suite definition; "
+                   "refresh them with sepbench suite --refresh-baselines", err=True)
+    slug = mixer.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
+    written = suite_report.write(out or Path("reports") / f"suite-{slug}", suite,
+                                 measured_model, shipped)
+    typer.echo(f"report: {written.html}")
+    exit_for(result)
+
+
 @app.command()
 def demo(
     workers: WorkersOption = None,
