@@ -508,7 +508,7 @@ def suite_command(
             with sweep_progress() as on_event:
                 model, result = separation.measure(
                     suite, baseline.model, baseline.kind, store=opened, seeds=seeds,
-                    workers=workers, on_event=on_event,
+                    workers=workers, on_event=on_event, per_family=baseline.per_family,
                 )
             exit_for(result)
             measured.append(model)

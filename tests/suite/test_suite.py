@@ -25,15 +25,20 @@ def tiny_suite(**changes: Any) -> Suite:
     """The cpu suite cut to two families at short lengths and a few steps."""
     suite = definition.load("cpu")
     families = {
-        "index-lookup": suite.families["index-lookup"].model_copy(update={"lengths": [6, 8]}),
+        "index-lookup": suite.families["index-lookup"].model_copy(
+            update={"lengths": [6, 8], "train": {}}
+        ),
         "parity-ood": suite.families["parity-ood"].model_copy(
-            update={"lengths": [4], "eval": {"length_generalisation": {"test_max": 8, "stride": 4}}}
+            update={"lengths": [4], "train": {},
+                    "eval": {"length_generalisation": {"test_max": 8, "stride": 4}}}
         ),
     }
     base = {"train": {"steps": 3, "batch_size": 4, "lr": 1e-3, "val_interval": 2,
                       "val_examples": 8}, "eval": {"examples": 8}, "device": "cpu"}
-    baseline = definition.Baseline(kind="transformer", model={
-        "name": "transformer", "width": 8, "layers": 1, "params": {"positional": "rope"}})
+    baseline = definition.Baseline(
+        kind="transformer", model={"name": "transformer", "width": 8, "layers": 1},
+        per_family={"parity-ood": {"params": {"positional": "rope"}}},
+    )
     return suite.model_copy(update={"families": families, "base": base, "width": 8, "depth": 1,
                                     "baselines": [baseline], **changes})
 
@@ -41,10 +46,10 @@ def tiny_suite(**changes: Any) -> Suite:
 @pytest.mark.parametrize("budget", definition.BUDGETS)
 def test_every_model_gets_the_same_experiments_but_its_model(budget: str) -> None:
     suite = definition.load(budget)
-    models = [user_model(suite, GLR), *(b.model for b in suite.baselines)]
-    planned = [runs(suite, model) for model in models]
+    planned = [runs(suite, user_model(suite, GLR)),
+               *(runs(suite, b.model, per_family=b.per_family) for b in suite.baselines)]
     expected = sum(len(f.lengths) for f in suite.families.values()) * len(suite.lr) * suite.seeds
-    for model_runs in planned:
+    for model_runs in planned[1:]:
         assert len(model_runs) == expected
         configs = [r.experiment.resolved() for r in model_runs]
         for config in configs:
@@ -114,7 +119,8 @@ def store_run(store: Store, experiment: Any, test: float, val: float) -> None:
 
 def test_scores_take_the_rate_with_the_best_validation_mean(tmp_path: Path) -> None:
     suite, store = tiny_suite(), Store(tmp_path / "s.sqlite")
-    planned = runs(suite, suite.baselines[0].model)
+    baseline = suite.baselines[0]
+    planned = runs(suite, baseline.model, per_family=baseline.per_family)
     for run in planned:
         lr = run.experiment.train.lr
         # the larger rate validates better but tests worse: the score follows validation
@@ -176,3 +182,13 @@ def test_suite_refreshes_baselines_then_places_a_user_mixer_beside_them(
     again = runner.invoke(cli.app, ["suite", GLR, *common, "--out", str(out)])
     assert again.exit_code == 0 and "started" not in again.output
     assert measure  # the API the command calls is public
+
+
+def test_a_baselines_model_changes_only_in_the_families_it_names() -> None:
+    suite = definition.load("cpu")
+    (transformer,) = [b for b in suite.baselines if b.kind == "transformer"]
+    planned = runs(suite, transformer.model, per_family=transformer.per_family)
+    positions = {r.family: r.experiment.resolved()["model"]["params"]["positional"]
+                 for r in planned}
+    assert positions.pop("parity-ood") == "none"  # RoPE lives in the attention layers
+    assert set(positions.values()) == {"learned"}

@@ -34,9 +34,11 @@ def measure(
     seeds: int | None = None,
     workers: int | None = None,
     on_event: Callable[[SweepEvent], None] | None = None,
+    per_family: dict[str, dict] | None = None,
 ) -> tuple[MeasuredModel, sweep.SweepResult]:
-    """Run (or serve from the store) every experiment of the suite for ``model``; its scores."""
-    planned = runs(suite, model, seeds)
+    """Run (or serve from the store) every experiment of the suite for ``model`` (changed per
+    family by ``per_family``); its scores."""
+    planned = runs(suite, model, seeds, per_family)
     experiments = [r.experiment for r in planned]
     result = sweep.run_all(experiments, store=store, workers=workers, on_event=on_event)
     records = [store.lookup_finished(e.config_hash()) for e in result.experiments]

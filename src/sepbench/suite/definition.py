@@ -75,10 +75,14 @@ class Family(BaseModel):
 
 
 class Baseline(BaseModel):
+    """A shipped baseline: its side of the separations, its model and, per family, changes to
+    the model there (a Transformer's positions beyond the training lengths)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["transformer", "recurrent"]
     model: dict[str, Any]
+    per_family: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class Suite(BaseModel):
@@ -156,17 +160,24 @@ def user_model(suite: Suite, mixer: str, params: dict[str, Any] | None = None) -
             "params": {"positional": "none", **(params or {})}}
 
 
-def runs(suite: Suite, model: dict[str, Any], seeds: int | None = None) -> list[SuiteRun]:
-    """Every experiment of the suite for one model: family x length x lr x seed."""
+def runs(
+    suite: Suite,
+    model: dict[str, Any],
+    seeds: int | None = None,
+    per_family: dict[str, dict[str, Any]] | None = None,
+) -> list[SuiteRun]:
+    """Every experiment of the suite for one model: family x length x lr x seed;
+    ``per_family`` merges changes into the model in the families it names."""
     seeds = suite.seeds if seeds is None else seeds
     planned = []
     for name, family in suite.families.items():
+        family_model = _deep_merge(model, (per_family or {}).get(name, {}))
         for length in family.lengths:
             for lr in suite.lr:
                 for seed in range(seeds):
                     config = _deep_merge(suite.base, {
                         "task": {**family.task, "length": length},
-                        "model": model,
+                        "model": family_model,
                         "train": {**family.train, "lr": lr, "seed": seed},
                         "eval": family.eval,
                     })
