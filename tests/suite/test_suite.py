@@ -192,3 +192,16 @@ def test_a_baselines_model_changes_only_in_the_families_it_names() -> None:
                  for r in planned}
     assert positions.pop("parity-ood") == "none"  # RoPE lives in the attention layers
     assert set(positions.values()) == {"learned"}
+
+
+def test_the_shipped_cpu_baselines_were_measured_on_this_suite() -> None:
+    """The packaged baselines file must follow the suite: change cpu.yaml, refresh the file."""
+    suite = definition.load("cpu")
+    shipped = baselines.load(suite)
+    assert shipped is not None, "run: sepbench suite --refresh-baselines --budget cpu"
+    assert not shipped.stale(suite), "cpu.yaml changed: sepbench suite --refresh-baselines"
+    assert [m.kind for m in shipped.models] == [b.kind for b in suite.baselines]
+    assert shipped.provenance["seeds"] >= 2
+    for model in shipped.models:
+        for name, family in suite.families.items():
+            assert set(model.scores[name]) == set(family.lengths), (model.label, name)
