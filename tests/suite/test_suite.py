@@ -205,3 +205,12 @@ def test_the_shipped_cpu_baselines_were_measured_on_this_suite() -> None:
     for model in shipped.models:
         for name, family in suite.families.items():
             assert set(model.scores[name]) == set(family.lengths), (model.label, name)
+
+
+def test_the_full_budget_trains_every_family_at_least_as_long_as_the_cpu_one() -> None:
+    cpu, full = definition.load("cpu"), definition.load("full")
+    model = user_model(cpu, GLR)
+    steps = {b: {r.family: r.experiment.train.steps for r in runs(s, model)}
+             for b, s in (("cpu", cpu), ("full", full))}
+    assert set(steps["cpu"]) <= set(steps["full"])
+    assert all(steps["full"][f] >= n for f, n in steps["cpu"].items()), steps
