@@ -91,15 +91,21 @@ def killing_trainer(experiment: Any, *, run_dir: Path, on_event: Any, **kwargs: 
     return train_and_evaluate(experiment, run_dir=run_dir, on_event=relay, **kwargs)
 
 
+PAUSED_OUT = "paused-out"
+"""The file :func:`stalling_trainer` leaves in a run's folder when its pause was not cut short."""
+
+
 def stalling_trainer(experiment: Any, *, on_event: Any, **kwargs: Any) -> Trained:
     """:func:`sepbench.runner.train_and_evaluate`, pausing (at most 20 s) once step 50 is
-    reported, so that a test can stop a sweep while every run is mid-way."""
+    reported, so that a test can stop a sweep while every run is mid-way; a pause that ran
+    its whole length leaves :data:`PAUSED_OUT` in the run's folder."""
 
     def relay(event: Any) -> None:
         on_event(event)
         if isinstance(event, ProgressEvent) and event.step == 50:
             for _ in range(200):  # short sleeps: a cancel's KeyboardInterrupt lands between them
                 time.sleep(0.1)
+            (Path(kwargs["run_dir"]) / PAUSED_OUT).touch()
 
     return train_and_evaluate(experiment, on_event=relay, **kwargs)
 

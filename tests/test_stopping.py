@@ -22,7 +22,8 @@ GRID = {"model.width": [8, 12]}
 def start_sweep(tmp_path: Path, workers: int) -> tuple[Any, Path, Path]:
     """A sweep of two runs in its own session (a terminal's process group), once every
     worker is training."""
-    spec = write_spec(tmp_path / "spec.yaml", GRID, steps=400)
+    # long enough that neither run ends while the other worker is still starting
+    spec = write_spec(tmp_path / "spec.yaml", GRID, steps=1500)
     store = tmp_path / "s.sqlite"
     process = sepbench(
         "sweep", str(spec), "--workers", str(workers), "--store", str(store),
