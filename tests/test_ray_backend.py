@@ -127,6 +127,9 @@ def test_a_stop_marks_the_runs_in_flight_interrupted_and_the_next_sweep_resumes_
     ] * 2
     assert {r.status for r in store.runs()} == {"interrupted"}
 
+    # each resumes from its own checkpoint: the one at the pause (step 50), or a later one
+    # where the worker went on a few steps before the cancel reached it
     resumed = sweep.run_all(grid, store=store, backend=Ray())
-    assert [(o.status, o.result.resumed_from_step) for o in resumed.outcomes] == [("done", 50)] * 2
+    assert [o.status for o in resumed.outcomes] == ["done"] * 2
+    assert all(50 <= o.result.resumed_from_step <= 100 for o in resumed.outcomes)
     assert len(store.runs(status="done")) == 2
