@@ -472,7 +472,9 @@ def suite_command(
     param: Annotated[
         list[str] | None, typer.Option("--param", help="Mixer constructor keyword k=v.")
     ] = None,
-    seeds: SeedsOption = None,
+    seeds: Annotated[
+        int | None, typer.Option(help="Run seeds 0..K-1 (default: the suite's, 2 for cpu).")
+    ] = None,
     refresh_baselines: Annotated[
         bool, typer.Option(help="Measure the project's baselines and rewrite their file.")
     ] = False,
