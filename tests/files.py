@@ -18,9 +18,23 @@ def _everything(folder: Path) -> list[Path]:
     return [folder, *sorted(p for p in folder.rglob("*") if not p.name.endswith("-shm"))]
 
 
+def _chattr(flag: str, folder: Path) -> None:
+    """``chattr flag`` on everything in the folder, pass after pass until one meets every file
+    of the listing before it: a sweep may still rename a checkpoint in a subfolder that is
+    not frozen yet, so a listed file can vanish, or a new one appear, mid-pass."""
+    previous: list[Path] = []
+    for _ in range(10):
+        paths = _everything(folder)
+        ran = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, text=True)
+        if ran.returncode == 0 and paths == previous:
+            return
+        previous = paths
+    raise AssertionError(f"chattr {flag} {folder}: {ran.stderr.strip()}")
+
+
 def make_read_only(folder: Path) -> None:
     if os.geteuid() == 0:
-        subprocess.run(["chattr", "+i", *map(str, _everything(folder))], check=True)
+        _chattr("+i", folder)
     else:
         for path in _everything(folder):
             path.chmod(path.stat().st_mode & ~0o222)
@@ -28,7 +42,7 @@ def make_read_only(folder: Path) -> None:
 
 def make_writable(folder: Path) -> None:
     if os.geteuid() == 0:
-        subprocess.run(["chattr", "-i", *map(str, _everything(folder))], check=True)
+        _chattr("-i", folder)
     else:
         for path in _everything(folder):
             path.chmod(path.stat().st_mode | 0o200)
