@@ -185,7 +185,7 @@ def _override(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(parent)
     for key, value in child.items():
         if key in ("base", "critical"):
-            merged[key] = _deep_merge(merged.get(key, {}), value)
+            merged[key] = deep_merge(merged.get(key, {}), value)
         elif key in ("grid", "smoke") and isinstance(value, dict):
             axes = {**merged.get(key, {}), **value}
             merged[key] = {axis: v for axis, v in axes.items() if v is not None}
@@ -194,10 +194,11 @@ def _override(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _deep_merge(parent: Any, child: Any) -> Any:
+def deep_merge(parent: Any, child: Any) -> Any:
+    """``child`` over ``parent``, dict by dict at every depth (copies; neither is changed)."""
     if not (isinstance(parent, dict) and isinstance(child, dict)):
         return copy.deepcopy(child)
     merged = dict(parent)
     for key, value in child.items():
-        merged[key] = _deep_merge(parent.get(key), value)
+        merged[key] = deep_merge(parent.get(key), value)
     return merged

@@ -18,7 +18,6 @@ A suite file (``cpu.yaml``, ``full.yaml`` beside this module) names:
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sepbench.config import Experiment, experiment_from_dict, one_line
 from sepbench.errors import SepbenchError
 from sepbench.models.external import is_import_path
+from sepbench.sweep_spec import deep_merge
 
 BUDGETS = ("cpu", "full")
 
@@ -136,16 +136,10 @@ def _read(budget: str) -> dict[str, Any]:
     for key, value in raw.items():
         if key == "families":
             for name, overrides in value.items():
-                merged["families"][name] = _deep_merge(merged["families"].get(name, {}), overrides)
+                merged["families"][name] = deep_merge(merged["families"].get(name, {}), overrides)
         else:
-            merged[key] = _deep_merge(merged.get(key), value)
+            merged[key] = deep_merge(merged.get(key), value)
     return merged
-
-
-def _deep_merge(parent: Any, child: Any) -> Any:
-    if not (isinstance(parent, dict) and isinstance(child, dict)):
-        return copy.deepcopy(child)
-    return {**parent, **{k: _deep_merge(parent.get(k), v) for k, v in child.items()}}
 
 
 def user_model(suite: Suite, mixer: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -171,11 +165,11 @@ def runs(
     seeds = suite.seeds if seeds is None else seeds
     planned = []
     for name, family in suite.families.items():
-        family_model = _deep_merge(model, (per_family or {}).get(name, {}))
+        family_model = deep_merge(model, (per_family or {}).get(name, {}))
         for length in family.lengths:
             for lr in suite.lr:
                 for seed in range(seeds):
-                    config = _deep_merge(suite.base, {
+                    config = deep_merge(suite.base, {
                         "task": {**family.task, "length": length},
                         "model": family_model,
                         "train": {**family.train, "lr": lr, "seed": seed},
