@@ -391,3 +391,14 @@ def test_evaluate_metrics_reports_answer_only_when_generating(mode: str) -> None
         expected["answer"] = expected["exact"]
     assert result == expected
     assert evaluate(model, task, rng=np.random.default_rng(0), **kwargs) == expected["exact"]
+
+
+@pytest.mark.parametrize("mode", ["cot", "retrieval"])
+def test_teacher_forced_exact_equals_generated_exact_on_is_tree(mode: str) -> None:
+    """IsTree has one correct trace per prompt and the retriever is an oracle, so
+    ``train.val_mode: teacher_forced`` validates a generating run with the same ``exact``."""
+    task = tasks.get("is_tree", mode=mode)
+    batch = task.sample(np.random.default_rng(1), 8, 6)
+    model = oracle(batch, len(task.vocab), blind=mode == "retrieval", wrong=[1, 4])
+    forced = accuracy(model, task, batch, "teacher_forced")
+    assert forced == accuracy(model, task, batch, "generate", length=6) == 0.75

@@ -267,3 +267,31 @@ def test_per_batch_lengths_follow_the_task_distribution_without_padding() -> Non
 def test_per_batch_lengths_refuse_a_fixed_training_set() -> None:
     with pytest.raises(SepbenchError, match=r"train\.train_lengths: batch draws fresh batches"):
         index_lookup("batch", dataset_size=100)
+
+
+@pytest.mark.parametrize(
+    ("val_mode", "judged"), [(None, "generate"), ("teacher_forced", "teacher_forced")]
+)
+def test_validation_scores_in_val_mode_else_the_evaluation_mode(
+    val_mode: str | None, judged: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+    monkeypatch.setattr(
+        train_module.evaluate,
+        "accuracy",
+        lambda model, task, batch, mode, **_: seen.append(mode) or 1.0,
+    )
+    run = experiment(val_mode=val_mode).model_copy(
+        update={"eval": experiment().eval.model_copy(update={"mode": "generate"})}
+    )
+    task = run.build_task()
+    batches = _validation_set(run, task, np.random.default_rng(0))
+    assert _validation_accuracy(run, task, run.build_model(task), batches) == 1.0
+    assert set(seen) == {judged}
+
+
+def test_val_mode_set_changes_the_hash_and_a_bad_one_is_refused() -> None:
+    """(Left out, the hash is as before the field existed: test_config's pinned hash.)"""
+    assert experiment(val_mode="teacher_forced").config_hash() != experiment().config_hash()
+    with pytest.raises(SepbenchError, match="val_mode"):
+        experiment(val_mode="greedy")

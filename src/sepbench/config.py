@@ -79,6 +79,11 @@ class TrainConfig(_Section):
     average, fewer padded positions: cheaper steps; fresh batches only); ``fixed`` trains at
     exactly ``task.length``.
     ``early_stop``: stop once validation accuracy reaches this value (None: never).
+    ``val_mode``: how validation scores (None: the evaluation's mode). ``teacher_forced``
+    validation of a generating experiment is the same ``exact`` score, cheaper, when every
+    prompt has one correct completion and the retriever (if any) is an oracle: every argmax
+    right given the right prefix is exactly greedy generation being right; the test still
+    generates.
     ``log``: ``tensorboard`` also writes the training scalars as TensorBoard events
     (:mod:`sepbench.training_log`); a log does not change the result, so the hash leaves it out.
     """
@@ -97,6 +102,7 @@ class TrainConfig(_Section):
     early_stop: float | None = Field(default=None, gt=0, le=1)
     val_interval: int = Field(default=250, ge=1)
     val_examples: int = Field(default=500, ge=1)
+    val_mode: Literal["teacher_forced", "generate"] | None = None
     log: Literal["none", "tensorboard"] = "none"
 
     @model_validator(mode="after")
@@ -327,6 +333,8 @@ class Experiment(_Section):
         config.pop("name")
         if "train" in config:  # a construction has none
             config["train"].pop("log")
+            if config["train"]["val_mode"] is None:  # configs from before it: same hash
+                del config["train"]["val_mode"]
         canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -12,8 +12,8 @@ test stream is for :func:`sepbench.evaluate.evaluate` after training.
 
 Choices the papers leave open, decided here:
 - validation is a fixed set of ``val_examples`` drawn once at exactly the task length (the
-  test distribution), scored in the experiment's evaluation mode, every ``val_interval``
-  steps and after the last step;
+  test distribution), scored in ``train.val_mode`` (default: the evaluation's mode), every
+  ``val_interval`` steps and after the last step;
 - a fixed training set (``dataset_size``) is visited in shuffled epochs, each epoch's order
   drawn from the seed and the epoch number (:mod:`sepbench.training_sets`);
 - weight decay, when set, applies to every trainable parameter;
@@ -450,9 +450,10 @@ def mixed_precision(experiment: Experiment, device: torch.device) -> AbstractCon
 def _validation_accuracy(
     experiment: Experiment, task: Task, model: nn.Module, validation: list[Batch]
 ) -> float:
+    mode = experiment.train.val_mode or experiment.eval.mode
+    length = experiment.task.length
     correct = sum(
-        len(batch)
-        * evaluate.accuracy(model, task, batch, experiment.eval.mode, length=experiment.task.length)
+        len(batch) * evaluate.accuracy(model, task, batch, mode, length=length)
         for batch in validation
     )
     return correct / sum(len(batch) for batch in validation)
