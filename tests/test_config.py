@@ -217,3 +217,16 @@ def test_params_target_can_grow_the_width_instead() -> None:
         spec = {**widened.resolved()["model"], "width": other}
         neighbour = experiment_from_dict({**widened.resolved(), "model": spec})
         assert abs(achieved - target) <= abs(neighbour.build_model(task).num_parameters() - target)
+
+
+@pytest.mark.parametrize("field", ["eval.mode", "train.val_mode"])
+def test_a_task_that_hands_its_input_in_refuses_free_generation(field: str) -> None:
+    section, key = field.split(".")
+    config = {
+        "task": {"name": "parity", "length": 6, "params": {"cot": "interleaved"}},
+        "model": {"name": "lstm", "width": 8, "layers": 1},
+        "train": {"steps": 1, "batch_size": 2, "lr": 0.01},
+    }
+    config.setdefault(section, {})[key] = "generate"
+    with pytest.raises(SepbenchError, match=rf"^{field}: parity\(cot=interleaved.*teacher_forced$"):
+        experiment_from_dict(config)

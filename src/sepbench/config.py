@@ -203,8 +203,20 @@ class Experiment(_Section):
         if self.train is None:
             raise SepbenchError("train: required field missing")
         lengths = self.eval_lengths  # expands length_generalisation: its errors surface here
+        self._check_generation(task)
         self._check_positions(task, self.build_model(task), lengths)
         return self
+
+    def _check_generation(self, task: Task) -> None:
+        """A task whose input arrives inside the completion cannot be generated freely."""
+        if task.generates:
+            return
+        for field, mode in (("eval.mode", self.eval.mode), ("train.val_mode", self.train.val_mode)):
+            if mode == "generate":
+                raise SepbenchError(
+                    f"{field}: {task.describe()} hands its input in between the trace tokens, "
+                    "so free generation cannot run it; use teacher_forced"
+                )
 
     def _check_construction(self, task: Task) -> None:
         """A construction replaces the model and its training, and is built for one length."""

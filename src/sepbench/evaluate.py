@@ -88,6 +88,11 @@ def scores(
         raise SepbenchError("accuracy: batch must hold at least 1 example")
     if mode == "teacher_forced":
         return {"exact": _teacher_forced(model, batch)}
+    if not task.generates:
+        raise SepbenchError(
+            f"accuracy: {task.describe()} hands its input in inside the completion; "
+            "score it teacher_forced"
+        )
     prompts = [batch.prompt(i) for i in range(len(batch))]
     cap = None if length is not None else int((batch.lengths - batch.prompt_lengths).max())
     completions = generate(model, task, prompts, max_new_tokens=cap, length=length)

@@ -29,8 +29,10 @@ MODES: dict[str, list[dict]] = {
     "counting": [{"cot": True}, {"filler": True}],
     "reversal": [{"cot": True}, {"cot": True, "trace": "full"}, {"filler": True}],
     "multiplication": [{"cot": True}, {"cot": True, "trace": "full"}, {"filler": True}],
-    "parity": [{"cot": True}, {"filler": True}],
-    "state_tracking": [{"cot": True}, {"filler": True}],
+    "parity": [{"cot": True}, {"filler": True}, {"cot": "interleaved"}, {"filler": "interleaved"}],
+    "state_tracking": [
+        {"cot": True}, {"filler": True}, {"cot": "interleaved"}, {"filler": "interleaved"},
+    ],
     "associative_recall": [{"num_queries": 4}, {"mode": "retrieval", "num_queries": 3}],
     "index_lookup": [{"last_queries": 0.25}, {"mode": "retrieval", "last_queries": 0.25}],
 }
@@ -79,7 +81,11 @@ def test_batch_shapes_and_loss_mask_cover_the_completion(config: tuple[str, dict
             assert not batch.loss_mask[i, :start].any() and not batch.loss_mask[i, end:].any()
             assert (batch.tokens[i, end:] == 0).all() and (batch.tokens[i, :end] != 0).all()
             given = ~batch.loss_mask[i, start:end]
-            if task.search_ids is None:
+            if getattr(task, "interleaved", False):  # the inputs x_2 .. x_N and "=" are given
+                handed_in = np.arange(end - start) % 2 == 1
+                handed_in[2 * length :] = False
+                np.testing.assert_array_equal(given, handed_in)
+            elif task.search_ids is None:
                 assert not given.any()
             else:  # only the token right after each search-end token is handed in
                 completion = batch.tokens[i, start:end]
@@ -116,12 +122,17 @@ def test_free_generation_of_the_stored_completion_stops_and_is_accepted(
     config: tuple[str, dict],
 ) -> None:
     """A model that writes the stored completion and then garbage is right in generate mode:
-    decoding stops by itself (a stop token, or the cap when the length is fixed)."""
+    decoding stops by itself (a stop token, or the cap when the length is fixed). A task that
+    hands its input in inside the completion refuses generation instead."""
     name, params = config
     task = tasks.get(name, **params)
     for length in lengths_for(task):
         batch = task.sample(np.random.default_rng(4), 4, length)
         model = oracle(batch, len(task.vocab))
+        if not task.generates:
+            with pytest.raises(SepbenchError, match="score it teacher_forced"):
+                accuracy(model, task, batch, "generate", length=length)
+            continue
         assert accuracy(model, task, batch, "generate", length=length) == 1.0
 
 
@@ -154,11 +165,12 @@ def test_final_answer_is_the_stored_answer_and_ignores_the_trace(config: tuple[s
             assert task.final_answer(completion) == batch.answers[i]
             assert task.answer_check(prompt, completion)
             other = next((j for j in range(len(batch)) if batch.answers[j] != batch.answers[i]), i)
-            if other != i and len(batch.prompt(other)) == len(prompt):
+            if other != i and len(batch.prompt(other)) == len(prompt) and task.generates:
                 assert not task.answer_check(batch.prompt(other), completion)
             if not task.traced:
                 continue
-            assert task.solution(prompt) == batch.answers[i]
+            if task.generates:  # (interleaved: the prompt holds the first input only)
+                assert task.solution(prompt) == batch.answers[i]
             wrong = next(trace_corruptions(task, completion, batch.answers[i]), None)
             if wrong is not None:
                 assert task.answer_check(prompt, wrong) and not task.check(prompt, wrong)

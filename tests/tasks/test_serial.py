@@ -385,3 +385,33 @@ def test_training_batches_hold_valid_examples_of_mixed_lengths(name: str, mode: 
         assert task.check(batch.prompt(i), batch.completion(i))
         answer = ANSWER[name](task.vocab.decode(batch.prompt(i)))
         assert batch.answers[i] == " ".join(t for t in answer if t != "[EOS]")
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "sequence"),
+    [
+        ("parity", {"cot": "interleaved"}, "1 1 0 1 1 0 1 1 = [TRUE]"),
+        ("parity", {"filler": "interleaved"}, "1 [FILL] 0 [FILL] 1 [FILL] = [FALSE]"),
+        ("state_tracking", {"cot": "interleaved"}, "p10234 p10234 p02134 p20134 = p20134"),
+    ],
+)
+def test_interleaved_layout_writes_each_state_after_its_input(
+    name: str, params: dict, sequence: str
+) -> None:
+    task = tasks.get(name, **params)
+    ids = task.vocab.ids(sequence.split())
+    assert task.check(ids[:1], ids[1:]) and not task.generates
+    assert not task.check(ids[:1], [*ids[1:-1], ids[-2]])
+
+
+@pytest.mark.parametrize("name", SERIAL)
+def test_interleaved_layout_where_the_task_offers_it(name: str) -> None:
+    """Where it is offered, x_1 .. x_N and "=" are given (N + 1 of the 2N + 2 tokens)."""
+    if tasks.get(name).interleavable:
+        task = tasks.get(name, cot="interleaved")
+        batch = task.sample(np.random.default_rng(0), 8, 5, train=True)
+        given = ~batch.loss_mask & (np.arange(batch.tokens.shape[1]) < batch.lengths[:, None])
+        assert (batch.prompt_lengths == 1).all() and (given.sum(1) == batch.lengths // 2).all()
+    else:
+        with pytest.raises(SepbenchError, match="cot must be one of False, True; got 'interl"):
+            tasks.get(name, cot="interleaved")

@@ -161,7 +161,10 @@ class Task(ABC):
     Instance attributes set by ``__init__``: ``vocab``; ``stop_ids`` (free generation ends after
     emitting one of these); optionally ``search_ids`` = (start id, end id) for retrieval traces;
     ``traced`` is True when the completion holds a trace before its final answer (CoT,
-    retrieval calls, filler), so that :meth:`answer_check` judges the answer alone.
+    retrieval calls, filler), so that :meth:`answer_check` judges the answer alone;
+    ``generates`` is False when free generation cannot run the task (input tokens are handed in
+    inside the completion: the serial tasks' interleaved layout), so only teacher forcing
+    scores it.
     ``params`` holds the resolved constructor parameters.
     """
 
@@ -175,6 +178,7 @@ class Task(ABC):
     stop_ids: frozenset[int] = frozenset()
     search_ids: tuple[int, int] | None = None
     traced: bool = False
+    generates: bool = True
     params: dict[str, Any]
 
     # -- what subclasses implement ------------------------------------------------------

@@ -19,6 +19,9 @@ class Parity(SerialTask):
     Prompt: ``x_1 .. x_N =`` with bits i.i.d. uniform, so labels are balanced exactly.
     ``cot``: the running parity p_t = x_1 xor .. xor x_t after every bit (N tokens ``0``/``1``,
     no separators), then the label. ``filler``: N ``[FILL]`` tokens, then the label.
+    ``cot="interleaved"``: ``x_1 p_1 x_2 p_2 .. x_N p_N =`` then the label, the bits given one
+    at a time (``filler="interleaved"``: ``[FILL]`` in place of each p_t; see
+    :mod:`sepbench.tasks.serial`).
     Training lengths ~ U{1..N}, test length N (papers.md §3). Free generation stops at the
     label.
     """
@@ -27,8 +30,9 @@ class Parity(SerialTask):
     paper = "Zhang et al. §3"
     summary = "parity of a bit string: a 2-state automaton, serial for fixed-depth attention"
     length_meaning = "bits in the input string"
+    interleavable = True
 
-    def __init__(self, *, cot: bool = False, filler: bool = False) -> None:
+    def __init__(self, *, cot: bool | str = False, filler: bool | str = False) -> None:
         self._set_trace(cot, filler)
         self.vocab = Vocab(["0", "1", EQUALS, FILL, TRUE, FALSE])
         self.zero, self.one = self.vocab.id("0"), self.vocab.id("1")
@@ -43,10 +47,18 @@ class Parity(SerialTask):
 
     def generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         self.validate_length(length)
+        if self.interleaved:
+            bits = rng.integers(0, 2, (batch_size, length), dtype=np.int64)
+            odd = np.bitwise_xor.accumulate(bits, axis=1)
+            labels = self.labels[odd[:, -1:]]
+            texts = [(FALSE, TRUE)[o] for o in odd[:, -1]]
+            return self._interleave(bits + self.zero, odd + self.zero, labels, texts)
         return self.generate_lengths(rng, np.full(batch_size, length, np.int64))
 
     def generate_lengths(self, rng: np.random.Generator, lengths: np.ndarray) -> Batch:
         """Examples of ``lengths[b]`` bits each, right-padded: ``bits = [trace] label``."""
+        if self.interleaved:  # one generate per length
+            return super().generate_lengths(rng, lengths)
         batch_size, longest = len(lengths), int(lengths.max())
         rows, size = np.arange(batch_size), lengths[:, None]
         bits = rng.integers(0, 2, (batch_size, longest), dtype=np.int64)

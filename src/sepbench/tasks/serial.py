@@ -10,6 +10,14 @@ here, once:
   (the trace), then the answer. ``filler=True``: the fair control of §3, the trace replaced by
   ``trace_length(N)`` copies of ``[FILL]`` (exactly the CoT's length wherever that is a
   function of N; see each task for the exception). ``cot`` and ``filler`` exclude each other.
+- ``cot="interleaved"`` / ``filler="interleaved"`` (parity and S5): the input streams in one
+  token at a time and the model writes the state (or ``[FILL]``) right after each input token,
+  ``x_1 s_1 x_2 s_2 .. x_N s_N = answer``; the inputs and ``=`` are given, not trained. This is
+  the recurrence of "Transformer + CoT ≃ RNN" read literally: each state token is a function
+  of the previous one and the input just read, so no step has to find its input far back in
+  the context (with ``cot=True`` step t must fetch x_t from the prompt, an index lookup whose
+  offset grows with N). Only teacher forcing can score it (the input arrives inside the
+  completion), so :attr:`~sepbench.tasks.base.Task.generates` is False.
 - The vocabulary is the same in every mode, so models trained with and without a trace have
   the same shape and can be compared one to one.
 - Length generalisation (§3, Delétang et al.): training lengths are uniform on
@@ -27,6 +35,7 @@ from sepbench.errors import SepbenchError, check_choice
 from sepbench.tasks.base import Batch, Task
 
 EQUALS, STEP, FILL, EOS = "=", "|", "[FILL]", "[EOS]"
+INTERLEAVED = "interleaved"
 DIGITS = [str(d) for d in range(10)]
 MAX_SYMBOLS = 1024  # the largest alphabet of papers.md (string equality, §2)
 
@@ -68,15 +77,21 @@ class SerialTask(Task):
     """
 
     min_length = 1
-    cot: bool
-    filler: bool
+    interleavable = False
+    """Whether the task offers the ``interleaved`` layout (one state token per input token)."""
+    cot: bool | str
+    filler: bool | str
 
-    def _set_trace(self, cot: bool, filler: bool) -> None:
-        self.cot = bool(check_choice(self.name, "cot", cot, (False, True)))
-        self.filler = bool(check_choice(self.name, "filler", filler, (False, True)))
+    def _set_trace(self, cot: bool | str, filler: bool | str) -> None:
+        layouts = (False, True, INTERLEAVED) if self.interleavable else (False, True)
+        self.cot = check_choice(self.name, "cot", cot, layouts)
+        self.filler = check_choice(self.name, "filler", filler, layouts)
         if self.cot and self.filler:
             raise SepbenchError(f"{self.name}: cot and filler exclude each other; set at most one")
-        self.traced = self.cot or self.filler
+        self.cot, self.filler = _layout(self.cot), _layout(self.filler)
+        self.traced = bool(self.cot or self.filler)
+        self.interleaved = INTERLEAVED in (self.cot, self.filler)
+        self.generates = not self.interleaved
 
     def trace_length(self, length: int) -> int:
         """Tokens of the filler trace at ``length`` (the CoT's length, or its maximum).
@@ -96,10 +111,14 @@ class SerialTask(Task):
         return rng.integers(self.min_length, length + 1, batch_size, dtype=np.int64)
 
     def completion_cap(self, length: int) -> int:
+        if self.interleaved:  # x_2 s_2 .. x_N s_N after s_1, then "=" and the answer
+            return 2 * length + self.answer_length(length)
         traced = self.cot or self.filler
         return (self.trace_length(length) if traced else 0) + self.answer_length(length)
 
     def check(self, prompt: Sequence[int], completion: Sequence[int]) -> bool:
+        if self.interleaved:
+            return self._check_interleaved([int(t) for t in (*prompt, *completion)])
         solved = self._solve([int(t) for t in prompt])
         if solved is None:
             return False
@@ -109,6 +128,47 @@ class SerialTask(Task):
         elif not self.cot:
             trace = []
         return [int(t) for t in completion] == trace + answer
+
+    def answer_check(self, prompt: Sequence[int], completion: Sequence[int]) -> bool:
+        if not self.interleaved:
+            return super().answer_check(prompt, completion)
+        solved = self._solve_interleaved([int(t) for t in (*prompt, *completion)])
+        answer = self.final_answer(completion)
+        return solved is not None and answer == self.final_answer(solved[1])
+
+    def _solve_interleaved(self, sequence: list[int]) -> tuple[list[int], list[int], int] | None:
+        """:meth:`_solve` of an interleaved example's inputs (every other token up to ``=``)."""
+        equals = self.vocab.id(EQUALS)
+        end = sequence.index(equals) if equals in sequence else len(sequence)
+        return None if end % 2 else self._solve([*sequence[0:end:2], equals])
+
+    def _check_interleaved(self, sequence: list[int]) -> bool:
+        """The whole interleaved example: its inputs solved from scratch, their states (or
+        fillers) and the answer compared with it."""
+        solved = self._solve_interleaved(sequence)
+        if solved is None:
+            return False
+        trace, answer, length = solved
+        written = trace if self.cot else [self.vocab.id(FILL)] * length
+        inputs = sequence[0 : 2 * length : 2]
+        interleaved = [t for pair in zip(inputs, written) for t in pair]
+        return sequence == [*interleaved, self.vocab.id(EQUALS), *answer]
+
+    def _interleave(
+        self, inputs: np.ndarray, states: np.ndarray, answers: np.ndarray, texts: list[str]
+    ) -> Batch:
+        """``x_1 s_1 .. x_N s_N = answer`` from ids (B, N), (B, N), (B, A): the prompt is x_1,
+        the states (fillers without ``cot``) and the answer are trained, the rest given."""
+        batch, length = inputs.shape
+        written = states if self.cot else np.full_like(states, self.vocab.id(FILL))
+        pairs = np.stack([inputs, written], axis=2).reshape(batch, 2 * length)
+        equals = np.full((batch, 1), self.vocab.id(EQUALS), np.int64)
+        tokens = np.concatenate([pairs, equals, answers], axis=1).astype(np.int64)
+        loss_mask = np.zeros(tokens.shape, bool)
+        loss_mask[:, 1 : 2 * length : 2] = True
+        loss_mask[:, 2 * length + 1 :] = True
+        ones = np.ones(batch, np.int64)
+        return Batch(tokens, loss_mask, ones, np.full(batch, tokens.shape[1], np.int64), texts)
 
     def final_answer(self, completion: Sequence[int]) -> str | None:
         """The tokens after the trace, i.e. after its last ``|`` or ``[FILL]``; tasks whose
@@ -129,6 +189,11 @@ class SerialTask(Task):
         """The filler block (B, ``trace_length``), or (B, 0) without ``filler``."""
         width = self.trace_length(length) if self.filler else 0
         return np.full((batch_size, width), self.vocab.id(FILL), np.int64)
+
+
+def _layout(value: bool | str) -> bool | str:
+    """``True``/``False`` as bools (1 and 0 are accepted for them), ``interleaved`` as is."""
+    return value if value == INTERLEAVED else bool(value)
 
 
 def pack(slots: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,10 @@ class StateTracking(SerialTask):
     with pi_0 the identity; the answer is pi_N. Prompt: ``sigma_1 .. sigma_N =`` with the
     sigma_t i.i.d. uniform on S5 (the identity included), so the answer is uniform on S5.
     ``cot``: pi_1 .. pi_N (one token each, no separators), then the answer pi_N again.
-    ``filler``: N ``[FILL]`` tokens, then the answer. Training lengths ~ U{1..N}, test length N
+    ``filler``: N ``[FILL]`` tokens, then the answer. ``cot="interleaved"``:
+    ``sigma_1 pi_1 .. sigma_N pi_N =`` then pi_N, the input given one step at a time
+    (``filler="interleaved"``: ``[FILL]`` for each pi_t; see :mod:`sepbench.tasks.serial`).
+    Training lengths ~ U{1..N}, test length N
     (papers.md §3).
     """
 
@@ -42,8 +45,9 @@ class StateTracking(SerialTask):
     paper = "Zhang et al. §3"
     summary = "S5 word problem: composing permutations, a non-solvable group (NC1-complete)"
     length_meaning = "permutations in the input sequence"
+    interleavable = True
 
-    def __init__(self, *, cot: bool = False, filler: bool = False) -> None:
+    def __init__(self, *, cot: bool | str = False, filler: bool | str = False) -> None:
         self._set_trace(cot, filler)
         self.vocab = Vocab([*PERMUTATION_TOKENS, EQUALS, FILL])
         self.offset = self.vocab.id(PERMUTATION_TOKENS[0])  # permutation k has id offset + k
@@ -63,12 +67,16 @@ class StateTracking(SerialTask):
         for t in range(length):  # serial by nature; each step is one gather over the batch
             state = self.table[state, steps[:, t]]
             running[:, t] = state
+        texts = [PERMUTATION_TOKENS[s] for s in state]
+        if self.interleaved:
+            final = state[:, None] + self.offset
+            return self._interleave(steps + self.offset, running + self.offset, final, texts)
         middle = running + self.offset if self.cot else self._fillers(batch_size, length)
         prompts = np.concatenate(
             [steps + self.offset, np.full((batch_size, 1), self.vocab.id(EQUALS))], axis=1
         )
         completions = np.concatenate([middle, state[:, None] + self.offset], axis=1)
-        return Batch.from_arrays(prompts, completions, [PERMUTATION_TOKENS[s] for s in state])
+        return Batch.from_arrays(prompts, completions, texts)
 
     def final_answer(self, completion: Sequence[int]) -> str | None:
         """The last token: the trace has no end mark, and the answer is one permutation."""
