@@ -19,8 +19,14 @@ CLAIM_FIELDS = {"text", "paper", "where", "metric", "at", "op", "value"}
 
 
 def mode(experiment: Experiment) -> str:
+    """direct, cot, filler, or cot-interleaved / filler-interleaved."""
     params = experiment.task.params
-    return "cot" if params.get("cot") else "filler" if params.get("filler") else "direct"
+    for trace in ("cot", "filler"):
+        if params.get(trace) == "interleaved":
+            return f"{trace}-interleaved"
+        if params.get(trace):
+            return trace
+    return "direct"
 
 
 @functools.cache
@@ -48,13 +54,13 @@ def matches(config: dict[str, Any], where: dict[str, Any]) -> bool:
     )
 
 
-def test_zhang_is_two_tasks_three_modes_seven_models_two_rates_three_seeds() -> None:
+def test_zhang_is_two_tasks_five_modes_seven_models_two_rates_three_seeds() -> None:
     spec = load("zhang")
     experiments = expand(spec)
-    assert len(experiments) == 252 == len({e.config_hash() for e in experiments})
+    assert len(experiments) == 420 == len({e.config_hash() for e in experiments})
     cells = Counter((e.task.name, mode(e)) for e in experiments)
     assert cells == {(t, m): 42 for t in ("parity", "state_tracking") for m in (
-        "direct", "cot", "filler")}
+        "direct", "cot", "filler", "cot-interleaved", "filler-interleaved")}
     assert spec.selection(experiments).over == ("train.lr",)
     for name in {e.model.name for e in experiments}:  # every model, the same grid
         assert {e.train.lr for e in experiments if e.model.name == name} == {0.001, 0.003}
