@@ -74,11 +74,14 @@ def test_zhang_is_two_tasks_five_modes_seven_models_two_rates_three_seeds() -> N
 
 def test_zhang_paper_sets_each_task_and_mode_apart() -> None:
     experiments = one_seed_one_lr("zhang-paper")
-    assert len(experiments) == 6 * 3 * 7
+    assert len(experiments) == (6 * 3 + 2 * 2) * 7
     for experiment in experiments:
         task = experiment.build_task()
-        assert task.cot == (mode(experiment) == "cot")
-        assert task.filler == (mode(experiment) == "filler")
+        layout = {"cot": True, "filler": True, "cot-interleaved": "interleaved",
+                  "filler-interleaved": "interleaved"}
+        trace = mode(experiment)
+        assert task.cot == (layout[trace] if trace.startswith("cot") else False)
+        assert task.filler == (layout[trace] if trace.startswith("filler") else False)
         if task.name == "dyck":
             assert task.max_depth is None and task.trace == "depth"
             assert task.length_sampling == "uniform"
@@ -87,8 +90,8 @@ def test_zhang_paper_sets_each_task_and_mode_apart() -> None:
         else:
             assert (experiment.task.length, max(experiment.eval_lengths)) == (40, 500)
     models = Counter(e.model.name for e in experiments)
-    assert models == {"transformer": 36, "lstm": 18, "gru": 18, "linear_attention": 18,
-                      "rwkv": 18, "mamba": 18}
+    assert models == {"transformer": 44, "lstm": 22, "gru": 22, "linear_attention": 22,
+                      "rwkv": 22, "mamba": 22}
 
 
 @pytest.mark.parametrize("name", ["zhang", "zhang-paper"])
@@ -110,7 +113,7 @@ def test_zhang_paper_runs_one_step_of_its_longest_configuration(tmp_path: Path) 
     examples (128 in the preset, a minute on one loaded core) and the longest test length is 60
     (500 in the preset: 5,900 tokens per example)."""
     experiments = expand(load("zhang-paper"), smoke=True)
-    assert len(experiments) == 6 * 3 * 2
+    assert len(experiments) == (6 * 3 + 2 * 2) * 2
     longest = next(
         e for e in experiments
         if e.task.name == "reversal" and mode(e) == "cot" and e.model.name == "transformer"
