@@ -39,14 +39,15 @@ def add_run(
     steps: int = 10,
     val: float = 0.5,
     answer: dict[int, float] | None = None,
+    extra: dict[str, Any] | None = None,
     **dotted: Any,
 ) -> RunRecord:
     """Store one finished run of ``experiment_config(**dotted)`` with these test accuracies
-    (and ``answer`` accuracies, as a generating run stores), and ``val`` as its best
-    validation accuracy."""
+    (and ``answer`` accuracies, as a generating run stores), ``val`` as its best validation
+    accuracy, and ``extra`` metrics (``ood_accuracy``...)."""
     experiment = experiment_from_dict(experiment_config(**dotted))
     run_id = store.start(experiment.config_hash(), experiment.resolved(), {"device": "cpu"})
-    metrics: dict[str, Any] = {"steps_run": steps, "best_val_accuracy": val}
+    metrics: dict[str, Any] = {"steps_run": steps, "best_val_accuracy": val, **(extra or {})}
     if accuracy is not None:
         metrics["test_accuracy"] = {str(n): a for n, a in accuracy.items()}
     if answer is not None:

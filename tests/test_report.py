@@ -197,3 +197,26 @@ def test_a_task_only_run_selection_without_finished_runs_is_an_error(
     add_run(store, None, status="failed")
     with pytest.raises(SepbenchError, match="no finished runs"):
         write_report(store, tmp_path / "out")
+
+
+def test_runs_scored_beyond_training_add_the_heatmap_and_the_probe(
+    store: Store, tmp_path: Path
+) -> None:
+    """papers.md §3: the OOD heat-map over every (task, mode) and model, and the probe (every
+    model answering directly); a report without such runs has neither."""
+    for seed in (0, 1):
+        for model in ("lstm", "gru"):
+            for cot in (False, True):
+                ood = 0.9 if model == "lstm" else 0.5
+                add_run(store, {4: 1.0, 8: ood}, extra={"ood_accuracy": ood}, train__seed=seed,
+                        model__name=model, task__name="parity", task__length=4,
+                        task__params={"cot": cot})
+    report = write_report(store, tmp_path / "out")
+    names = {path.name for path in report.figures}
+    assert {"length_generalisation_ood_heatmap.png",
+            "length_generalisation_recurrence_probe.svg"} <= names
+    assert "Length generalisation" in report.html.read_text()
+    plain = Store(tmp_path / "plain.sqlite")
+    sweep_like(plain)
+    page = write_report(plain, tmp_path / "plain").html.read_text()
+    assert "Length generalisation" not in page

@@ -5,7 +5,7 @@ Zhang et al.'s experiments use it), drawn from stored run records:
   line per model, the mean over seeds with the spread (min to max) as error bars, and the
   training range shaded;
 - :func:`ood_heatmap`: the summary a reader of Delétang et al. expects, the out-of-distribution
-  score (``ood_accuracy``, the mean over the lengths beyond training) for task × (model, mode),
+  score (``ood_accuracy``, the mean over the lengths beyond training) for (task, mode) × model,
   averaged over seeds.
 
 A run counts when it has per-length test accuracies (and, for the heat-map, ``ood_accuracy``).
@@ -28,13 +28,19 @@ import numpy as np
 
 from sepbench.store import RunRecord
 
-MODES = ("direct", "cot", "filler")
+MODES = ("direct", "cot", "filler", "cot-interleaved", "filler-interleaved")
 
 
 def mode_of(config: dict[str, Any]) -> str:
-    """``cot``, ``filler`` or ``direct``, from a run's task parameters."""
+    """``direct``, ``cot``, ``filler``, or ``cot-interleaved`` / ``filler-interleaved`` (the
+    serial tasks' interleaved layout), from a run's task parameters."""
     params = config["task"].get("params", {})
-    return "cot" if params.get("cot") else "filler" if params.get("filler") else "direct"
+    for trace in ("cot", "filler"):
+        if params.get(trace) == "interleaved":
+            return f"{trace}-interleaved"
+        if params.get(trace):
+            return trace
+    return "direct"
 
 
 def model_of(config: dict[str, Any]) -> str:
@@ -78,25 +84,24 @@ def ood_scores(records: Iterable[RunRecord]) -> dict[tuple[str, str, str], list[
 
 
 def ood_heatmap(records: Iterable[RunRecord]) -> plt.Figure:
-    """Mean OOD accuracy over seeds: rows are tasks, columns (model, mode); blank where no run."""
+    """Mean OOD accuracy over seeds: rows (task, mode), columns models; blank where no run."""
     scores = ood_scores(records)
-    task_names = sorted({task for task, _, _ in scores})
+    rows = sorted({(t, mode) for t, _, mode in scores}, key=lambda r: (r[0], MODES.index(r[1])))
     model_names = sorted({model for _, model, _ in scores})
-    columns = [(m, mode) for m in model_names for mode in MODES if _has(scores, m, mode)]
-    grid = np.full((len(task_names), len(columns)), np.nan)
+    grid = np.full((len(rows), len(model_names)), np.nan)
     for (task, model, mode), values in scores.items():
-        grid[task_names.index(task), columns.index((model, mode))] = np.mean(values)
+        grid[rows.index((task, mode)), model_names.index(model)] = np.mean(values)
     figure, axes = plt.subplots(
-        figsize=(max(6.0, 0.55 * len(columns) + 2), max(2.5, 0.5 * len(task_names) + 1.8))
+        figsize=(max(6.0, 1.1 * len(model_names) + 3), max(2.5, 0.42 * len(rows) + 1.8))
     )
     image = axes.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
     for (row, column), value in np.ndenumerate(grid):
         if not np.isnan(value):
             colour = "black" if value > 0.6 else "white"
-            axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7, c=colour)
-    axes.set_xticks(range(len(columns)), [f"{m}\n{mode}" for m, mode in columns], fontsize=7)
-    axes.tick_params(axis="x", labelrotation=90)
-    axes.set_yticks(range(len(task_names)), task_names)
+            axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8, c=colour)
+    axes.set_xticks(range(len(model_names)), model_names, fontsize=8)
+    axes.tick_params(axis="x", labelrotation=30)
+    axes.set_yticks(range(len(rows)), [f"{task}, {mode}" for task, mode in rows], fontsize=8)
     axes.set_title("accuracy out of distribution (mean over the lengths beyond training, seeds)")
     figure.colorbar(image, ax=axes, fraction=0.03)
     figure.tight_layout()

@@ -19,6 +19,10 @@ seed has no bar and its legend entry says ``n=1``. The page opens with the claim
   the lower bounds of papers.md §1-2 are on state against N;
 - validation accuracy against training step, one panel per training length, every seed drawn;
 - the table: one row per configuration (:mod:`sepbench.summary`).
+
+Where runs were scored beyond their training lengths (papers.md §3), a closing section adds the
+out-of-distribution heat-map, task × (model, mode), and the recurrence-completeness probe:
+accuracy against test length of every model answering directly (:mod:`sepbench.length_figures`).
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from sepbench.labels import (
     model_summary,
     varying_fields,
 )
+from sepbench.length_figures import length_curves, mode_of, ood_heatmap
 from sepbench.store import RunRecord, Store
 from sepbench.summary import configuration_rows, html_table
 
@@ -114,6 +119,8 @@ def write_report(
         section, written = task_section(name, [g for g in groups if g.task == name], store, out)
         sections.append(section)
         figures.extend(written)
+    length_html, length_figures = length_section([r for g in groups for r in g.records], out)
+    figures.extend(length_figures)
     built_html, built_figures = constructions_section(built, out)
     figures.extend(built_figures)
     runs = sum(len(g.records) for g in groups) + len(built)
@@ -123,7 +130,8 @@ def write_report(
         f"<p>{runs} finished runs in {len(groups)} configurations from "
         f"<code>{html.escape(str(store.path))}</code>. {INTERVAL_NOTE}"
         f"{selection_note(selection)}</p>"
-        f"{impossible_html(records)}{claims_section(verdicts)}{''.join(sections)}{built_html}"
+        f"{impossible_html(records)}{claims_section(verdicts)}{''.join(sections)}{length_html}"
+        f"{built_html}"
         "</body></html>"
     )
     page_path = out / "report.html"
@@ -140,13 +148,36 @@ def task_section(
     if name in STATE_SIZE_TASKS:
         figures.append(("state_size", state_size_figure(name, groups)))
     figures.append(("curves", curves_figure(name, groups, store, colors)))
+    images, paths = embedded(figures, out, name)
+    table = html_table(*configuration_rows(groups))
+    return f"<h2>{html.escape(name)}</h2>{images}{table}", paths
+
+
+def length_section(records: Sequence[RunRecord], out: Path) -> tuple[str, list[Path]]:
+    """The length-generalisation summary over ``records`` (those shown, one learning rate per
+    configuration), or nothing when no run was scored beyond its training lengths."""
+    scored = [r for r in records if "ood_accuracy" in r.metrics]
+    if not scored:
+        return "", []
+    figures = [("ood_heatmap", ood_heatmap(scored))]
+    direct = [r for r in scored if mode_of(r.config) == "direct"]
+    if direct:
+        figures.append(("recurrence_probe", length_curves(direct)))
+    images, paths = embedded(figures, out, "length_generalisation")
+    heading = "<h2>Length generalisation: out of distribution, and answering directly</h2>"
+    return heading + images, paths
+
+
+def embedded(
+    figures: Sequence[tuple[str, plt.Figure]], out: Path, name: str
+) -> tuple[str, list[Path]]:
+    """Save each figure as ``out/<name>_<kind>`` (PNG, SVG); the PNGs as inline images."""
     images, paths = [], []
     for kind, figure in figures:
         written, encoded = save(figure, out / f"{name}_{kind}")
         paths.extend(written)
         images.append(f'<img alt="{name} {kind}" src="data:image/png;base64,{encoded}">')
-    table = html_table(*configuration_rows(groups))
-    return f"<h2>{html.escape(name)}</h2>{''.join(images)}{table}", paths
+    return "".join(images), paths
 
 
 def selection_note(selection: Selection | None) -> str:
