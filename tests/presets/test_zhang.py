@@ -12,6 +12,7 @@ import pytest
 
 import sepbench
 from sepbench.config import Experiment
+from sepbench.length_figures import mode_of
 from sepbench.store import Store
 from sepbench.sweep_spec import SweepSpec, expand, load
 
@@ -20,13 +21,7 @@ CLAIM_FIELDS = {"text", "paper", "where", "metric", "at", "op", "value"}
 
 def mode(experiment: Experiment) -> str:
     """direct, cot, filler, or cot-interleaved / filler-interleaved."""
-    params = experiment.task.params
-    for trace in ("cot", "filler"):
-        if params.get(trace) == "interleaved":
-            return f"{trace}-interleaved"
-        if params.get(trace):
-            return trace
-    return "direct"
+    return mode_of({"task": {"params": experiment.task.params}})
 
 
 @functools.cache
