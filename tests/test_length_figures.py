@@ -111,8 +111,11 @@ def test_the_curves_have_a_panel_per_task_and_mode_with_the_training_range_shade
 
 @pytest.mark.parametrize(
     ("params", "expected"),
-    [({}, "direct"), ({"cot": True}, "cot"), ({"filler": True}, "filler"),
-     ({"cot": "interleaved"}, "cot-interleaved"), ({"filler": "interleaved"}, "filler-interleaved")],
+    [
+        ({}, "direct"), ({"cot": True}, "cot"), ({"filler": True}, "filler"),
+        ({"cot": "interleaved"}, "cot-interleaved"),
+        ({"filler": "interleaved"}, "filler-interleaved"),
+    ],
 )
 def test_mode_names_each_trace_and_layout(params: dict, expected: str) -> None:
     assert mode_of({"task": {"params": {"cot": False, "filler": False, **params}}}) == expected
