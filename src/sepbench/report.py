@@ -21,7 +21,7 @@ seed has no bar and its legend entry says ``n=1``. The page opens with the claim
 - the table: one row per configuration (:mod:`sepbench.summary`).
 
 Where runs were scored beyond their training lengths (papers.md §3), a closing section adds the
-out-of-distribution heat-map, task × (model, mode), and the recurrence-completeness probe:
+out-of-distribution heat-map, (task, mode) × model, and the recurrence-completeness probe:
 accuracy against test length of every model answering directly (:mod:`sepbench.length_figures`).
 """
 
