@@ -68,6 +68,20 @@ def test_wen_is_parameter_matched_with_a_learning_rate_grid_and_three_seeds() ->
     assert budgets == {(800, 32)}
 
 
+def test_wen_budget_is_wens_cot_at_n8_with_five_times_the_steps() -> None:
+    """The budget probe differs from `wen` only in steps, mode, N, rate and seed: its numbers
+    say what more steps do to `wen`'s own models (the same parameter-matched four)."""
+    probe, wen = expand(load("wen-budget")), expand(load("wen"))
+    assert len(probe) == 4
+    assert {e.resolved()["model"]["name"] for e in probe} == {
+        e.resolved()["model"]["name"] for e in wen
+    }
+    assert {(e.task.length, e.task.params["mode"], e.train.lr, e.train.seed) for e in probe} == {
+        (8, "cot", 0.003, 0)
+    }
+    assert {(e.train.steps, e.train.batch_size) for e in probe} == {(4000, 32)}
+    assert {e.eval.mode for e in probe} == {"generate"}
+
 def test_wen_smoke_runs_every_model_and_mode_and_reports_the_answer_metric(
     tmp_path: Path,
 ) -> None:
