@@ -96,15 +96,22 @@ def attempt(
 ) -> Trained:
     """One attempt at a run, in a Ray worker: ``trainer`` (default
     :func:`~sepbench.runner.train_and_evaluate`) with ``threads`` torch threads, its events
-    sent to the driver's mailbox."""
+    sent to the driver's mailbox. It returns only once the mailbox holds every event (an
+    actor runs one caller's calls in order, so the last put is enough): the driver drops a
+    run's events that arrive after its result."""
+    import ray
     import torch
 
     torch.set_num_threads(threads)
+    sent: list[Any] = []
 
     def send(event: TrainEvent) -> None:
-        mailbox.put.remote(index, event)
+        sent[:] = [mailbox.put.remote(index, event)]
 
-    return trainer(experiment, run_dir=run_dir, log_dir=log_folder, on_event=send)
+    trained = trainer(experiment, run_dir=run_dir, log_dir=log_folder, on_event=send)
+    if sent:
+        ray.get(sent[0])
+    return trained
 
 
 class Ray:
