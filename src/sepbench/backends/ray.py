@@ -103,14 +103,15 @@ def attempt(
     import torch
 
     torch.set_num_threads(threads)
-    sent: list[Any] = []
+    last_put = None
 
     def send(event: TrainEvent) -> None:
-        sent[:] = [mailbox.put.remote(index, event)]
+        nonlocal last_put
+        last_put = mailbox.put.remote(index, event)
 
     trained = trainer(experiment, run_dir=run_dir, log_dir=log_folder, on_event=send)
-    if sent:
-        ray.get(sent[0])
+    if last_put is not None:
+        ray.get(last_put)
     return trained
 
 
