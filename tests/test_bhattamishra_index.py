@@ -23,7 +23,7 @@ def test_the_cpu_preset_runs_the_whole_family_with_one_budget_and_an_lr_grid() -
     assert len({(e.train.steps, e.train.batch_size, e.train.early_stop) for e in experiments}) == 1
     for name in FAMILY:
         grid = {(e.task.length, e.train.lr) for e in experiments if e.model.name == name}
-        assert grid == {(n, lr) for n in (20, 50, 100) for lr in (0.001, 0.003)}
+        assert grid == {(n, lr) for n in (10, 20, 50) for lr in (0.001, 0.003)}
 
 
 @pytest.fixture(scope="module")
