@@ -356,7 +356,7 @@ def length_axis(drawn: Sequence[Line]) -> str:
     trains on (each task draws its training lengths up to it, or exactly it)."""
     groups = [g for line in drawn for g in line.groups]
     if all(g.test_lengths == [g.train_length] for g in groups):
-        return "length N (each run trained on lengths up to its N, tested at N)"
+        return "length N (each run trained at lengths <= its N, tested at N)"
     trained = ", ".join(str(n) for n in sorted({g.train_length for g in groups}))
     return f"test length (trained on lengths up to task.length = {trained})"
 
