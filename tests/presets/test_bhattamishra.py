@@ -37,9 +37,9 @@ def test_one_budget_one_grid_two_seeds_for_every_model(name: str) -> None:
     for experiment in experiments:
         key = (model_key(experiment), experiment.task.length, str(experiment.task.params))
         grids.setdefault(key, set()).add((experiment.train.lr, experiment.train.seed))
-    assert {frozenset(grid) for grid in grids.values()} == {
-        frozenset((lr, seed) for lr in (0.001, 0.003) for seed in (0, 1))
-    }
+    (grid,) = {frozenset(grid) for grid in grids.values()}  # the same grid for every model
+    rates = {lr for lr, _ in grid}
+    assert len(rates) >= 2 and grid == {(lr, seed) for lr in rates for seed in (0, 1)}
 
 
 def test_the_width_trend_is_mamba_widths_against_one_transformer() -> None:
