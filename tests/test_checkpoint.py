@@ -77,3 +77,21 @@ def test_a_failed_write_keeps_the_old_checkpoint_and_names_the_path(
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
     assert checkpoint.load(path, "abc")["step"] == 7
+
+
+def test_two_writers_of_one_checkpoint_never_undo_each_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled worker still saving beside the one that resumes its run (the Ray stop)."""
+    path = tmp_path / "last.pt"
+    real_replace = Path.replace
+
+    def other_writer_saves_first(self: Path, target: Path) -> Path:
+        monkeypatch.setattr(Path, "replace", real_replace)
+        checkpoint.save({"step": 9}, path, "abc")
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", other_writer_saves_first)
+    checkpoint.save({"step": 8}, path, "abc")
+    assert checkpoint.load(path, "abc")["step"] == 8  # the last rename wins, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

@@ -10,7 +10,9 @@ A checkpoint is a header line and a ``torch.save`` payload::
 altered (length, sha256), written for another config (``config_hash``), or in another format
 (an older sepbench wrote plain ``torch.save`` files, without this header). :func:`save` writes
 a temporary file and renames it over the old one, so a process killed or a disk filling up
-mid-write leaves the previous checkpoint, never half of a new one.
+mid-write leaves the previous checkpoint, never half of a new one. The temporary name is the
+writer's own, so two processes saving one run (a cancelled worker not yet stopped beside the
+one resuming it) never rename each other's file away.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,7 @@ def save(state: dict[str, Any], path: Path, config_hash: str) -> None:
         "bytes": len(payload),
         "sha256": hashlib.sha256(payload).hexdigest(),
     }
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         with partial.open("wb") as handle:
             handle.write(MAGIC + json.dumps(header).encode() + b"\n")
