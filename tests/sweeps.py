@@ -110,21 +110,6 @@ def stalling_trainer(experiment: Any, *, on_event: Any, **kwargs: Any) -> Traine
     return train_and_evaluate(experiment, on_event=relay, **kwargs)
 
 
-STOPPED_LATE = "stopped-late"
-"""The file :func:`slow_to_stop_trainer` leaves in a run's folder as its task ends."""
-
-
-def slow_to_stop_trainer(experiment: Any, **kwargs: Any) -> Trained:
-    """:func:`stalling_trainer`, whose task, once cancelled, takes a second to end and then
-    leaves :data:`STOPPED_LATE` in the run's folder: a worker still busy after the stop."""
-    try:
-        return stalling_trainer(experiment, **kwargs)
-    except KeyboardInterrupt:
-        time.sleep(1)
-        (Path(kwargs["run_dir"]) / STOPPED_LATE).touch()
-        raise
-
-
 def sepbench(*args: str, **popen: Any) -> subprocess.Popen:
     """``python -m sepbench ARGS`` in a new process, one torch thread, output piped."""
     return subprocess.Popen(

@@ -20,9 +20,7 @@ store's own (:meth:`~sepbench.store.Store.run_dir`, beside the store file), or
   driver empties while it waits; the driver beats the heartbeat of the rows in flight.
 - A stop (:class:`~sepbench.runner.Interrupted`) or a store that cannot be written: every task
   in flight is cancelled, its run marked ``interrupted`` (the next sweep resumes it from its
-  checkpoint), the stop waits a few seconds for those tasks to end (so none still writes a
-  checkpoint when a next sweep starts), and the Ray instance is shut down if this backend
-  started it. A Ray already
+  checkpoint), and the Ray instance shut down if this backend started it. A Ray already
   initialised in this process (a notebook, the tests) is used as it is and left running.
 
 Ray is an optional extra (``pip install 'sepbench[ray]'``), imported only when this backend is
@@ -71,9 +69,6 @@ POLL_S = 1.0
 """How long the driver waits for a task to end before it relays progress and looks again."""
 HEARTBEAT_S = 60.0
 """How often the driver beats the heartbeat of the rows in flight (their owner is alive)."""
-STOP_GRACE_S = 10.0
-"""How long a stop waits for its cancelled tasks to end: a worker still running would go on
-writing the checkpoint that the next sweep resumes from."""
 
 
 class Mailbox:
@@ -322,15 +317,12 @@ class _Driver:
         that had finished, mark the others ``interrupted`` (as far as the store can still be
         written). Never a forced cancel: killing the worker of a task Ray has already counted
         as cancelled can crash Ray's own bookkeeping; a task that does not stop is ended by
-        the shutdown of a local instance, and its result ignored on a cluster. Returns once
-        the cancelled tasks have ended, or after ``STOP_GRACE_S``."""
-        cancelled = []
+        the shutdown of a local instance, and its result ignored on a cluster."""
         for ref, running in self.flight.items():
             trained = self._finished(ref)
             if trained is None:
                 with contextlib.suppress(Exception):
                     self.ray.cancel(ref)
-                    cancelled.append(ref)
             with contextlib.suppress(StoreError):
                 if trained is not None:
                     self._done(running, trained)
@@ -338,9 +330,6 @@ class _Driver:
                 self.store.end(running.run_id, "interrupted", cause)
             self.emit(Ended(running.job.index, Outcome("interrupted", running.run_id, error=cause)))
         self.flight.clear()
-        if cancelled:
-            with contextlib.suppress(Exception):
-                self.ray.wait(cancelled, num_returns=len(cancelled), timeout=STOP_GRACE_S)
 
     def _finished(self, ref: Any) -> Trained | None:
         """What a task returned, if it finished before it could be cancelled."""
